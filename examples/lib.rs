@@ -1,0 +1,2 @@
+//! Examples of the TDX host crate family. Run one with
+//! `cargo run -p tdx-examples --example NAME`.

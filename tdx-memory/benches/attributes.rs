@@ -1,0 +1,2 @@
+//! Placeholder: this benchmark is being written.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Placeholder: the TDMR/PAMT planner is being written.
