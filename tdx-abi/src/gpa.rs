@@ -14,7 +14,7 @@ pub const PAGE_SIZE_2M: u64 = 1 << 21;
 /// Size of a 1 GiB page.
 pub const PAGE_SIZE_1G: u64 = 1 << 30;
 
-/// Guest physical address width of a TD (`CONFIG_FLAGS.GPAW`, `TDG.VP.INFO` RCX[5:0]).
+/// Guest physical address width of a TD (`CONFIG_FLAGS.GPAW`, `TDG.VP.INFO` `RCX[5:0]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Gpaw {
     /// 48-bit GPA space, SHARED bit = bit 47, 4-level Secure EPT.
@@ -61,7 +61,7 @@ impl Gpaw {
         }
     }
 
-    /// The width reported in `TDG.VP.INFO` RCX[5:0] or the initial RBX of a vCPU.
+    /// The width reported in `TDG.VP.INFO` `RCX[5:0]` or the initial RBX of a vCPU.
     /// Returns `None` for any value other than 48 or 52.
     pub const fn from_bits(bits: u64) -> Option<Self> {
         match bits {
