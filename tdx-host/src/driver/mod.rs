@@ -1,0 +1,1 @@
+//! Placeholder: the host driver is being written.

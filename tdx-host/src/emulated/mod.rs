@@ -1,0 +1,1 @@
+//! Placeholder: the emulated TDX module is being written.
