@@ -356,3 +356,30 @@ fn display_names_the_status() {
         "TDX_NON_ORDERED_TDMR: TDMR 1 (status 0xc0000a0100000001)"
     );
 }
+
+#[test]
+fn cmr_containment_follows_the_module() {
+    use tdx_memory::tdmr::area_in_cmrs;
+    let c = |b: u64, s: u64| CmrInfoEntry {
+        cmr_base: b,
+        cmr_size: s,
+    };
+    const G: u64 = 1 << 30;
+    // Adjacent CMRs consecutive in the array (null entries skipped) act as one.
+    let chained = [c(G, G), c(0, 0), c(2 * G, G)];
+    assert!(area_in_cmrs(&chained, G, 3 * G));
+    // Adjacent but not consecutive in array order: not merged.
+    let unordered = [c(2 * G, G), c(G, G)];
+    assert!(!area_in_cmrs(&unordered, G, 3 * G));
+    assert!(area_in_cmrs(&unordered, G, 2 * G));
+    // Only the first 32 entries exist for the module.
+    let mut many = vec![c(0, 0); 32];
+    many.push(c(G, G));
+    assert!(!area_in_cmrs(&many, G, 2 * G));
+    // Wrapping CMR end: no panic, not contained.
+    assert!(!area_in_cmrs(
+        &[c(u64::MAX - 0xFFF, 0x2000)],
+        u64::MAX - 0xFFF,
+        u64::MAX
+    ));
+}
