@@ -56,6 +56,7 @@
 
 mod abi_shim;
 mod arena;
+mod guest;
 mod mem;
 mod sept;
 mod state;
@@ -70,6 +71,7 @@ use tdx_abi::call::{Regs, Seamcall};
 use tdx_abi::status::TdxStatus;
 
 use abi_shim::*;
+pub use guest::{GuestAccessFault, ScriptedVcpu};
 pub use state::{KotState, PamtPageType};
 use state::{LeafResult, State, SysState};
 
@@ -291,11 +293,9 @@ pub struct EmulatedModule {
     state: Arc<Mutex<State>>,
     phys: PhysicalMemory,
     faults: FaultInjector,
-    #[allow(dead_code)]
     report_mac_key: [u8; 32],
     num_lps: u32,
     lps_per_package: u32,
-    #[allow(dead_code)]
     pub(crate) engines: vp::Engines,
 }
 
@@ -456,7 +456,6 @@ impl EmulatedModule {
         lock(&self.state).hkid_shift
     }
 
-    #[allow(dead_code)]
     pub(crate) fn report_mac_key(&self) -> &[u8; 32] {
         &self.report_mac_key
     }

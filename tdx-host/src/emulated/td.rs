@@ -220,6 +220,13 @@ fn td_field(st: &State, tdr: u64, class: u64, code: u64) -> Option<u64> {
     })
 }
 
+/// TD-scope field value by full field id (for TDG.VM.RD).
+pub(crate) fn td_field_value(st: &State, tdr: u64, id: u64) -> Result<u64, u64> {
+    check_field_id(id)?;
+    let (class, code) = class_code(field_key(id));
+    td_field(st, tdr, class, code).ok_or(status(METADATA_FIELD_ID_INCORRECT, OP_RDX))
+}
+
 /// Splits a field id into (class, field code).
 fn class_code(id: u64) -> (u64, u64) {
     ((id >> 56) & 0x3F, id & 0xFF_FFFF)

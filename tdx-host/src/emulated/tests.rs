@@ -2,6 +2,7 @@
 //! from the fact sheet.
 
 use super::*;
+use sha2::Digest;
 use tdx_abi::gpa::Gpa;
 use tdx_abi::measure::MrtdBuilder;
 
@@ -399,4 +400,251 @@ fn host_write_poisons_private_page_and_mr_extend_is_fatal() {
         call(&lp0, MR_EXTEND, 0x1000, td.tdr, 0, 0).0,
         0xE000_0604_0000_0000
     );
+}
+
+/// A finalized TD with one vCPU and the scripted engine attached.
+fn runnable_td() -> (Arc<EmulatedModule>, TestTd, Frames, ScriptedVcpu) {
+    let m = bring_up(1);
+    let lp0 = m.lp(0).unwrap();
+    let mut f = Frames(2 * MIB);
+    let mut td = build_td(&m, &mut f, 33);
+    let src = f.next();
+    let page = f.next();
+    assert_eq!(call(&lp0, PAGE_ADD, 0x1000, td.tdr, page, src).0, 0);
+    td.pages.push(page);
+    assert_eq!(call(&lp0, MR_FINALIZE, td.tdr, 0, 0, 0).0, 0);
+    let g = m.scripted_vcpu(td.tdvpr);
+    (m, td, f, g)
+}
+
+const DONE_MAGIC: u64 = 0xD0E;
+
+#[test]
+fn scripted_guest_leaves_and_exits() {
+    let (m, td, mut f, g) = runnable_td();
+    let lp0 = m.lp(0).unwrap();
+    // AUG 0x3000 (4K) before the guest runs; 0x5000 is AUGed on the guest's EPT violation.
+    let aug3 = f.next();
+    assert_eq!(call(&lp0, PAGE_AUG, 0x3000, td.tdr, aug3, 0).0, 0);
+    let aug5 = f.next();
+    let tdr = td.tdr;
+    let tdvpr = td.tdvpr;
+    let host = {
+        let lp0 = lp0.clone();
+        std::thread::spawn(move || {
+            let mut exits = Vec::new();
+            let mut regs = Regs::default();
+            loop {
+                regs.rax = VP_ENTER;
+                regs.rcx = tdvpr;
+                let s = lp0.seamcall(&mut regs).raw();
+                exits.push((s, regs));
+                match s {
+                    // EPT violation: AUG the page (the ACCEPT retries on re-entry).
+                    48 => {
+                        assert_eq!(regs.rdx & 0xF, 1, "extended qualification ACCEPT");
+                        assert_eq!(call(&lp0, PAGE_AUG, regs.r8, tdr, aug5, 0).0, 0);
+                        regs = Regs::default();
+                    }
+                    77 if regs.r11 == DONE_MAGIC => break,
+                    // TDVMCALL: answer R10 = 0 (success), R11 = 0x42.
+                    77 => {
+                        regs = Regs {
+                            r10: 0,
+                            r11: 0x42,
+                            ..Regs::default()
+                        };
+                    }
+                    other => panic!("unexpected exit {other:#x}"),
+                }
+            }
+            exits
+        })
+    };
+    // TDG.VP.INFO: GPAW 48, NUM_VCPUS 1 / MAX_VCPUS 4, index 0.
+    let mut r = Regs::with_leaf(1);
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    assert_eq!((r.rcx, r.r8, r.r9), (48, 1 | (4 << 32), 0));
+    // ACCEPT 0x3000: success, then PAGE_ALREADY_ACCEPTED (level 0 in the low bits).
+    let mut r = Regs {
+        rax: 6,
+        rcx: 0x3000,
+        ..Regs::default()
+    };
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    let mut r = Regs {
+        rax: 6,
+        rcx: 0x3000,
+        ..Regs::default()
+    };
+    assert_eq!(g.tdcall(&mut r).raw(), 0x0000_0B0A_0000_0000);
+    // ACCEPT of the 2 MiB range at GPA 0: a page table is there → PAGE_SIZE_MISMATCH, level 1.
+    let mut r = Regs {
+        rax: 6,
+        rcx: 1,
+        ..Regs::default()
+    };
+    assert_eq!(g.tdcall(&mut r).raw(), 0xC000_0B0B_0000_0001);
+    // ACCEPT 0x5000, never AUGed: EPT violation exit, host AUGs, the ACCEPT completes.
+    let mut r = Regs {
+        rax: 6,
+        rcx: 0x5000,
+        ..Regs::default()
+    };
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    // The accepted page is zeroed and writable.
+    g.write(0x5010, b"hello").unwrap();
+    let mut b = [0u8; 8];
+    g.read(0x500E, &mut b).unwrap();
+    assert_eq!(&b, b"\0\0hello\0");
+    // RTMR[2] extend with 48 bytes at 0x5040: SHA-384(48 zero bytes || data).
+    let data = [0x5Au8; 48];
+    g.write(0x5040, &data).unwrap();
+    let mut r = Regs {
+        rax: 2,
+        rcx: 0x5040,
+        rdx: 2,
+        ..Regs::default()
+    };
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    let mut r = Regs {
+        rax: 2,
+        rcx: 0x5040,
+        rdx: 4,
+        ..Regs::default()
+    };
+    assert_eq!(
+        g.tdcall(&mut r).raw(),
+        0xC000_0100_0000_0002,
+        "RTMR index 4: RDX"
+    );
+    let mut msg = vec![0u8; 48];
+    msg.extend_from_slice(&data);
+    let want_rtmr: [u8; 48] = sha2::Sha384::digest(&msg).into();
+    // TDG.MR.REPORT into 0x5400 with REPORTDATA at 0x5080.
+    g.write(0x5080, &[7u8; 64]).unwrap();
+    let mut r = Regs {
+        rax: 4,
+        rcx: 0x5400,
+        rdx: 0x5080,
+        ..Regs::default()
+    };
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    let mut rep = vec![0u8; 1024];
+    g.read(0x5400, &mut rep).unwrap();
+    assert_eq!(rep[0], 0x81);
+    assert_eq!(&rep[128..192], &[7u8; 64]);
+    let tee_info_hash: [u8; 48] = sha2::Sha384::digest(&rep[512..1024]).into();
+    assert_eq!(&rep[80..128], &tee_info_hash);
+    assert_eq!(&rep[512 + 304..512 + 352], &want_rtmr, "RTMR2 in TDINFO");
+    let mac: &[u8; 256] = rep[..256].try_into().unwrap();
+    assert!(m.verify_report_mac(mac));
+    let mut forged = *mac;
+    forged[130] ^= 1;
+    assert!(!m.verify_report_mac(&forged));
+    // A read of a PENDING page: #VE with VE_INFO; a second one before VEINFO.GET: #DF.
+    let aug6 = f.next();
+    // (the host is blocked in VP.ENTER; a second host thread may still call SEAMCALLs)
+    assert_eq!(call(&lp0, PAGE_AUG, 0x6000, td.tdr, aug6, 0).0, 0);
+    assert_eq!(
+        g.read(0x6008, &mut b),
+        Err(GuestAccessFault::VirtualizationException { gpa: 0x6008 })
+    );
+    assert_eq!(
+        g.read(0x6008, &mut b),
+        Err(GuestAccessFault::DoubleFault { gpa: 0x6008 })
+    );
+    let mut r = Regs::with_leaf(3);
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    assert_eq!((r.rcx, r.r9), (48, 0x6008));
+    let mut r = Regs::with_leaf(3);
+    assert_eq!(
+        g.tdcall(&mut r).raw(),
+        0xC000_0704_0000_0000,
+        "NO_VALID_VE_INFO"
+    );
+    // TDG.VP.VMCALL selecting R10..R13: the host answers R10 = 0, R11 = 0x42.
+    let mut r = Regs {
+        rax: 0,
+        rcx: 0x3C00,
+        r10: 0,
+        r11: 0x1E,
+        r12: 1,
+        r13: 0,
+        ..Regs::default()
+    };
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    assert_eq!((r.r10, r.r11), (0, 0x42));
+    // A mask selecting RCX is refused.
+    let mut r = Regs {
+        rax: 0,
+        rcx: 0x2,
+        ..Regs::default()
+    };
+    assert_eq!(g.tdcall(&mut r).raw(), 0xC000_0100_0000_0001);
+    // Done.
+    let mut r = Regs {
+        rax: 0,
+        rcx: 0xC00,
+        r11: DONE_MAGIC,
+        ..Regs::default()
+    };
+    let _ = std::thread::spawn(move || g.tdcall(&mut r));
+    let exits = host.join().unwrap();
+    let vmcall = exits
+        .iter()
+        .find(|(s, r)| *s == 77 && r.r11 == 0x1E)
+        .unwrap();
+    assert_eq!(vmcall.1.rcx, 0x3C00, "RCX = the guest's select mask");
+    assert_eq!(vmcall.1.r12, 1);
+    assert_eq!(vmcall.1.rbx, 0, "unselected GPRs are 0");
+    m.check_invariants().unwrap();
+}
+
+#[test]
+fn running_vcpu_makes_host_leaves_busy() {
+    let (m, td, _f, g) = runnable_td();
+    let lp0 = m.lp(0).unwrap();
+    let tdvpr = td.tdvpr;
+    let host = {
+        let lp0 = lp0.clone();
+        std::thread::spawn(move || call(&lp0, VP_ENTER, tdvpr, 0, 0, 0))
+    };
+    // Wait until the guest runs (the host thread is inside TDH.VP.ENTER).
+    let mut r = Regs::with_leaf(1);
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    // TDVPR held by the running vCPU: VP.FLUSH gets OPERAND_BUSY on RCX.
+    assert_eq!(
+        call(&lp0, VP_FLUSH, tdvpr, 0, 0, 0).0,
+        0x8000_0200_0000_0001
+    );
+    // TDR held shared: VPFLUSHDONE (exclusive) is BUSY too.
+    assert_eq!(
+        call(&lp0, VPFLUSHDONE, td.tdr, 0, 0, 0).0,
+        0x8000_0200_0000_0001
+    );
+    // The vCPU runs in epoch 1: the first TRACK moves to 2, the second finds epoch 1 busy.
+    assert_eq!(call(&lp0, MEM_TRACK, td.tdr, 0, 0, 0).0, 0);
+    assert_eq!(
+        call(&lp0, MEM_TRACK, td.tdr, 0, 0, 0).0,
+        0x8000_0201_0000_0000
+    );
+    // VP.ENTER of the running (ACTIVE) vCPU from another LP: VCPU_STATE_INCORRECT (the state
+    // is checked before the association).
+    assert_eq!(
+        call(&m.lp(1).unwrap(), VP_ENTER, tdvpr, 0, 0, 0).0,
+        0xC000_0700_0000_0000
+    );
+    let mut r = Regs {
+        rax: 0,
+        rcx: 0xC00,
+        r11: DONE_MAGIC,
+        ..Regs::default()
+    };
+    let _ = std::thread::spawn(move || g.tdcall(&mut r));
+    let (s, out) = host.join().unwrap();
+    assert_eq!((s, out.r11), (77, DONE_MAGIC));
+    // After the exit the epoch is free again.
+    assert_eq!(call(&lp0, MEM_TRACK, td.tdr, 0, 0, 0).0, 0);
+    teardown(&m, &td);
 }

@@ -1,19 +1,96 @@
 //! TDH.VP.ENTER (`td_transitions/tdh_vp_enter.c`, `td_exit.c`) and the execution-engine hook.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 
 use tdx_abi::call::Regs;
 
 use super::abi_shim::*;
 use super::state::*;
-use super::EmulatedModule;
+use super::{lock, EmulatedModule};
 
 /// Execution engines attached to vCPUs (by TDVPR PA).
 #[derive(Default)]
 pub(crate) struct Engines {
-    #[allow(dead_code)]
-    pub(crate) by_tdvpr: Mutex<HashMap<u64, ()>>,
+    pub(crate) by_tdvpr: Mutex<HashMap<u64, Arc<Channel>>>,
+}
+
+/// Who runs: the host (inside or outside TDH.VP.ENTER) or the guest.
+#[derive(Debug)]
+pub(crate) enum Turn {
+    /// No TDH.VP.ENTER in progress.
+    Idle,
+    /// TDH.VP.ENTER is in progress: the guest runs; the host's entry registers.
+    Guest(Regs),
+    /// The guest exited: the status and output registers TDH.VP.ENTER returns.
+    Exit(u64, Regs),
+}
+
+/// The rendezvous between a host thread in TDH.VP.ENTER and the (test) thread acting as the
+/// guest. Turns strictly alternate, so the interleaving is deterministic.
+pub(crate) struct Channel {
+    pub(crate) turn: Mutex<Turn>,
+    pub(crate) cv: Condvar,
+}
+
+impl Channel {
+    pub(crate) fn new() -> Self {
+        Channel {
+            turn: Mutex::new(Turn::Idle),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Host side: hands the CPU to the guest and waits for its exit.
+    fn run(&self, entry: Regs) -> (u64, Regs) {
+        let mut t = lock(&self.turn);
+        *t = Turn::Guest(entry);
+        self.cv.notify_all();
+        loop {
+            if let Turn::Exit(s, r) = &*t {
+                let out = (*s, *r);
+                *t = Turn::Idle;
+                self.cv.notify_all();
+                return out;
+            }
+            t = self
+                .cv
+                .wait(t)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Guest side: waits until the vCPU runs; returns the host's entry registers.
+    pub(crate) fn wait_running(&self) -> Regs {
+        let mut t = lock(&self.turn);
+        loop {
+            if let Turn::Guest(r) = &*t {
+                return *r;
+            }
+            t = self
+                .cv
+                .wait(t)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Guest side: exits to the host with `status`/`regs` and waits for the next entry; returns
+    /// the host's registers of that entry.
+    pub(crate) fn exit_and_wait(&self, status: u64, regs: Regs) -> Regs {
+        {
+            let mut t = lock(&self.turn);
+            *t = Turn::Exit(status, regs);
+            self.cv.notify_all();
+            // Wait for the host to take the exit before waiting for the next entry.
+            while matches!(*t, Turn::Exit(..)) {
+                t = self
+                    .cv
+                    .wait(t)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        }
+        self.wait_running()
+    }
 }
 
 /// VP.ENTER RCX: bits 51:12 TDVPR, bit 52 host recoverability hint, bit 53 resume L1.
@@ -83,6 +160,15 @@ pub(crate) fn tdh_vp_enter(m: &EmulatedModule, lp: u32, regs: &mut Regs) -> u64 
         Ok(t) => t,
         Err(s) => return s,
     };
+    let engine = lock(&m.engines.by_tdvpr).get(&tdvpr).cloned();
+    if let Some(chan) = engine {
+        drop(st);
+        let (status, out) = chan.run(*regs);
+        let mut st = m.state();
+        td_exit(&mut st, tdvpr);
+        *regs = out;
+        return status;
+    }
     // No engine attached: the vCPU is kicked before executing anything — an asynchronous exit
     // with VMX exit reason EXTERNAL_INTERRUPT.
     td_exit(&mut st, tdvpr);
