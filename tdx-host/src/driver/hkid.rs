@@ -7,7 +7,9 @@ use vm_allocator::IdAllocator;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HkidError {
     /// The TDX KeyID range has fewer than two KeyIDs (one is the global KeyID).
-    #[error("TDX KeyID range of {count} KeyIDs starting at {first} is unusable (need >= 2, below 2^16)")]
+    #[error(
+        "TDX KeyID range of {count} KeyIDs starting at {first} is unusable (need >= 2, below 2^16)"
+    )]
     InvalidRange {
         /// First TDX KeyID.
         first: u16,

@@ -193,8 +193,7 @@ impl FrameAllocator {
     /// Allocates `frames` physically contiguous frames whose first address is aligned to
     /// `align` bytes (a power of two, at least 4 KiB). Returns the first address.
     pub fn allocate_contiguous(&mut self, frames: u64, align: u64) -> Result<u64, FrameError> {
-        if frames == 0 || frames > self.total || !align.is_power_of_two() || align < FRAME_SIZE
-        {
+        if frames == 0 || frames > self.total || !align.is_power_of_two() || align < FRAME_SIZE {
             return Err(FrameError::InvalidRequest { frames, align });
         }
         if frames > self.free {

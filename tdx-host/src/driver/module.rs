@@ -6,8 +6,8 @@ use std::sync::{Mutex, MutexGuard};
 use tdx_abi::call::{Regs, Seamcall};
 use tdx_abi::tdmr::CmrInfoEntry;
 use tdx_memory::tdmr::{
-    plan_tdmrs_with_allocator, PamtAllocator, PamtRequest, TdmrConstraints, TdmrPlan,
-    TdxMemoryMap, UsableRegion,
+    plan_tdmrs_with_allocator, PamtAllocator, PamtRequest, TdmrConstraints, TdmrPlan, TdxMemoryMap,
+    UsableRegion,
 };
 
 use super::hkid::HkidPool;
@@ -301,9 +301,11 @@ impl<S: Seamcall, M: HostMemory> TdxModule<S, M> {
         // TDMR_INFO array and PA array, 512-byte aligned, in host memory.
         let stride = (64 + 16 * u64::from(info.tdmr_constraints.max_reserved_per_tdmr))
             .next_multiple_of(512);
-        let array_frames = (stride * plan.tdmrs.len() as u64).div_ceil(FRAME_SIZE).max(1);
-        let pa_array_frames = ((plan.tdmrs.len() as u64 * 8).next_power_of_two().max(512))
-            .div_ceil(FRAME_SIZE);
+        let array_frames = (stride * plan.tdmrs.len() as u64)
+            .div_ceil(FRAME_SIZE)
+            .max(1);
+        let pa_array_frames =
+            ((plan.tdmrs.len() as u64 * 8).next_power_of_two().max(512)).div_ceil(FRAME_SIZE);
         let free_all = |frames: &mut FrameAllocator, extra: &[u64]| {
             for &c in pamt_chunks.iter().chain(extra) {
                 let _ = frames.free(c);
@@ -343,7 +345,14 @@ impl<S: Seamcall, M: HostMemory> TdxModule<S, M> {
             r8: u64::from(hkids.global_hkid()),
             ..Default::default()
         };
-        let r = seam::call_retry(&lp0.seamcall, leaf::SYS_CONFIG, 0, regs, &[], retry.max_retries);
+        let r = seam::call_retry(
+            &lp0.seamcall,
+            leaf::SYS_CONFIG,
+            0,
+            regs,
+            &[],
+            retry.max_retries,
+        );
         // The module copied the TDMR list; its staging frames go back either way.
         let _ = frames.free(array_pa);
         let _ = frames.free(pa_array_pa);
@@ -384,8 +393,7 @@ impl<S: Seamcall, M: HostMemory> TdxModule<S, M> {
                     retry.max_retries,
                 )
                 .map_err(|e| DriverError::bring_up(BringUpStep::TdmrInit(t.tdmr_base), e))?;
-                if seam::status_code(out.rax) == code::TDMR_ALREADY_INITIALIZED || out.rdx >= end
-                {
+                if seam::status_code(out.rax) == code::TDMR_ALREADY_INITIALIZED || out.rdx >= end {
                     done = true;
                     break;
                 }

@@ -180,7 +180,7 @@ impl<'m, S: Seamcall, M: HostMemory> TdBuilder<'m, S, M> {
 
 /// Encodes TD_PARAMS (tdx-module-abi.md §5.1) with the CPUID values in the module's
 /// configurable-leaf order, checking the configuration against the module's metadata first.
-pub fn encode_td_params<S, M>(
+pub fn encode_td_params<S: Seamcall, M: HostMemory>(
     config: &TdConfig,
     module: &TdxModule<S, M>,
 ) -> Result<[u8; TD_PARAMS_SIZE], DriverError> {
@@ -191,8 +191,7 @@ pub fn encode_td_params<S, M>(
     {
         return bad("ATTRIBUTES", config.attributes);
     }
-    if config.xfam & !info.xfam_fixed0 != 0 || config.xfam & info.xfam_fixed1 != info.xfam_fixed1
-    {
+    if config.xfam & !info.xfam_fixed0 != 0 || config.xfam & info.xfam_fixed1 != info.xfam_fixed1 {
         return bad("XFAM", config.xfam);
     }
     let max = info.max_vcpus_per_td.unwrap_or(576);
@@ -518,16 +517,22 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
                 r8: page,
                 ..Default::default()
             };
-            match seam::call_retry(s, leaf::MEM_SEPT_ADD, 0, regs, self.busy_retry(), self.retries())
-            {
+            match seam::call_retry(
+                s,
+                leaf::MEM_SEPT_ADD,
+                0,
+                regs,
+                self.busy_retry(),
+                self.retries(),
+            ) {
                 Ok(_) => {
                     self.st().sept.insert((level, base), page);
                 }
                 Err(e) => {
                     let _ = m.frames().free(page);
                     // Another thread added the same table first: the entry is NL_MAPPED.
-                    let raced = e.code() == code::EPT_ENTRY_STATE_INCORRECT
-                        && (e.rdx >> 8) & 0xFF == 0x84;
+                    let raced =
+                        e.code() == code::EPT_ENTRY_STATE_INCORRECT && (e.rdx >> 8) & 0xFF == 0x84;
                     if !raced {
                         return Err(e.into());
                     }
@@ -576,7 +581,8 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
         }
         {
             let mut st = self.st();
-            st.private.insert(gpa.raw(), PrivatePage { pa: page, level: 0 });
+            st.private
+                .insert(gpa.raw(), PrivatePage { pa: page, level: 0 });
             st.mrtd.mem_page_add(gpa).map_err(DriverError::Measure)?;
         }
         if measure {
@@ -656,7 +662,14 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
             r8: page,
             ..Default::default()
         };
-        match seam::call_retry(s, leaf::MEM_PAGE_AUG, 0, regs, self.busy_retry(), self.retries()) {
+        match seam::call_retry(
+            s,
+            leaf::MEM_PAGE_AUG,
+            0,
+            regs,
+            self.busy_retry(),
+            self.retries(),
+        ) {
             Ok(_) => {
                 self.st()
                     .private
@@ -688,7 +701,14 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
             ..Default::default()
         };
         if finalized {
-            seam::call_retry(s, leaf::MEM_RANGE_BLOCK, 0, td(gl), self.busy_retry(), self.retries())?;
+            seam::call_retry(
+                s,
+                leaf::MEM_RANGE_BLOCK,
+                0,
+                td(gl),
+                self.busy_retry(),
+                self.retries(),
+            )?;
             let track = Regs {
                 rcx: self.tdr,
                 ..Default::default()
@@ -702,7 +722,14 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
                 self.retries(),
             )?;
         }
-        seam::call_retry(s, leaf::MEM_PAGE_REMOVE, 0, td(gl), self.busy_retry(), self.retries())?;
+        seam::call_retry(
+            s,
+            leaf::MEM_PAGE_REMOVE,
+            0,
+            td(gl),
+            self.busy_retry(),
+            self.retries(),
+        )?;
         self.st().private.remove(&gpa.raw());
         self.module.frames().free(page.pa)?;
         Ok(())
@@ -791,12 +818,7 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
                         .iter()
                         .next()
                         .map(|(&g, p)| (Owned::Private(g), p.pa))
-                        .or_else(|| {
-                            st.sept
-                                .iter()
-                                .next()
-                                .map(|(&k, &pa)| (Owned::Sept(k), pa))
-                        })
+                        .or_else(|| st.sept.iter().next().map(|(&k, &pa)| (Owned::Sept(k), pa)))
                         .or_else(|| {
                             st.vcpus.iter().enumerate().find_map(|(i, v)| {
                                 v.tdcx
