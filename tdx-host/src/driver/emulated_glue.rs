@@ -1,0 +1,1 @@
+//! Glue between the driver and the emulated module (filled in once the emulated module lands).
