@@ -241,7 +241,7 @@ pub(crate) fn tdh_mem_page_aug(st: &mut State, regs: &mut Regs) -> LeafResult {
     }
     let page = regs.r8;
     let frames: u64 = if level == 1 { 512 } else { 1 };
-    if level == 1 && page & ((2 << 20) - 1) != 0 {
+    if page >> st.hkid_shift != 0 || (level == 1 && page & ((2 << 20) - 1) != 0) {
         return fail(OPERAND_INVALID, OP_R8);
     }
     for i in 0..frames {

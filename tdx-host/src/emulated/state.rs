@@ -272,6 +272,15 @@ pub(crate) fn fail<T>(code: u32, low: u32) -> Result<T, u64> {
 }
 
 impl State {
+    /// Bitmap with one bit per package.
+    pub(crate) fn all_packages(&self) -> u64 {
+        if self.num_packages >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.num_packages) - 1
+        }
+    }
+
     /// The package of an LP.
     pub(crate) fn package_of(&self, lp: u32) -> u32 {
         lp / self.lps_per_package.max(1)

@@ -296,7 +296,10 @@ pub(crate) fn tdh_sys_config(st: &mut State, regs: &mut Regs) -> LeafResult {
             let mut reserved: Vec<(u64, u64)> = t
                 .used_reserved_areas()
                 .iter()
-                .map(|a| (t.tdmr_base + a.offset, t.tdmr_base + a.offset + a.size))
+                .map(|a| {
+                    let s = t.tdmr_base.saturating_add(a.offset);
+                    (s, s.saturating_add(a.size))
+                })
                 .collect();
             // Every PAMT block lying in any TDMR is PT_RSVD there.
             for p in &tdmrs {

@@ -37,7 +37,7 @@ pub(crate) fn tdh_mng_create(st: &mut State, regs: &mut Regs) -> LeafResult {
 pub(crate) fn tdh_mng_key_config(st: &mut State, lp: u32, regs: &mut Regs) -> LeafResult {
     let tdr = st.check_tdr(regs.rcx, OP_RCX, true)?;
     let pkg = st.package_of(lp);
-    let all = (1u64 << st.num_packages) - 1;
+    let all = st.all_packages();
     let td = st.td_mut(tdr)?;
     if td.fatal {
         return fail(TD_FATAL, 0);
@@ -445,7 +445,7 @@ pub(crate) fn tdh_vp_flush(st: &mut State, lp: u32, regs: &mut Regs) -> LeafResu
 // tdh_mng_vpflushdone.c
 pub(crate) fn tdh_mng_vpflushdone(st: &mut State, regs: &mut Regs) -> LeafResult {
     let tdr = st.check_tdr(regs.rcx, OP_RCX, true)?;
-    let all = (1u64 << st.num_packages) - 1;
+    let all = st.all_packages();
     let td = st.td(tdr)?;
     if !matches!(
         td.lifecycle,

@@ -648,3 +648,224 @@ fn running_vcpu_makes_host_leaves_busy() {
     assert_eq!(call(&lp0, MEM_TRACK, td.tdr, 0, 0, 0).0, 0);
     teardown(&m, &td);
 }
+
+#[test]
+fn mng_init_checks_td_params_fields_with_operand_ids() {
+    let m = bring_up(1);
+    let lp0 = m.lp(0).unwrap();
+    let mut f = Frames(2 * MIB);
+    let tdr = f.next();
+    assert_eq!(call(&lp0, MNG_CREATE, tdr, 40, 0, 0).0, 0);
+    assert_eq!(call(&lp0, MNG_KEY_CONFIG, tdr, 0, 0, 0).0, 0);
+    for _ in 0..6 {
+        assert_eq!(call(&lp0, MNG_ADDCX, f.next(), tdr, 0, 0).0, 0);
+    }
+    let params = f.next();
+    // (byte offset, bytes, expected operand id) — tdx-module-abi.md §5.1, §4.3.
+    let cases: [(usize, Vec<u8>, u64); 8] = [
+        (0, (1u64 << 31).to_le_bytes().to_vec(), 64), // ATTRIBUTES.KL not allowed
+        (8, 0x1u64.to_le_bytes().to_vec(), 65),       // XFAM without SSE
+        (16, 0u16.to_le_bytes().to_vec(), 68),        // MAX_VCPUS 0
+        (18, vec![1], 71),                            // NUM_L2_VMS
+        (24, (6u64 | (2 << 3)).to_le_bytes().to_vec(), 67), // 3-level EPT
+        (32, 0x8u64.to_le_bytes().to_vec(), 66),      // CONFIG_FLAGS bit 3
+        (40, 3u16.to_le_bytes().to_vec(), 70),        // TSC 75 MHz
+        (50, vec![1], 2),                             // reserved byte → RDX
+    ];
+    for (off, bytes, operand) in cases {
+        write_td_params(&m, params, 0);
+        m.physical_memory()
+            .write(params + off as u64, &bytes)
+            .unwrap();
+        assert_eq!(
+            call(&lp0, MNG_INIT, tdr, params, 0, 0).0,
+            0xC000_0100_0000_0000 | operand,
+            "offset {off}"
+        );
+    }
+    // GPAW 52 with a 4-level EPT: EPTP_CONTROLS (67).
+    write_td_params(&m, params, 0);
+    m.physical_memory()
+        .write(params + 32, &1u64.to_le_bytes())
+        .unwrap();
+    assert_eq!(
+        call(&lp0, MNG_INIT, tdr, params, 0, 0).0,
+        0xC000_0100_0000_0043
+    );
+    write_td_params(&m, params, 0);
+    assert_eq!(call(&lp0, MNG_INIT, tdr, params, 0, 0).0, 0);
+}
+
+#[test]
+fn sept_remove_order_and_2m_aug_accept() {
+    let (m, td, mut f, g) = runnable_td();
+    let lp0 = m.lp(0).unwrap();
+    // A second PD entry (GPA 2 MiB) gets a 2 MiB AUG directly at level 1.
+    let big = 64 * MIB;
+    assert_eq!(call(&lp0, PAGE_AUG, (2 * MIB) | 1, td.tdr, big, 0).0, 0);
+    assert_eq!(m.page_type(big + 4096 * 7), Some(PamtPageType::Reg));
+    // Misaligned 2 MiB target: OPERAND_INVALID on R8.
+    assert_eq!(
+        call(&lp0, PAGE_AUG, (4 * MIB) | 1, td.tdr, big + 4096, 0).0,
+        0xC000_0100_0000_0008
+    );
+    // SEPT.REMOVE of the PT while it maps a page: EPT_PAGE_NOT_FREE... first it must be blocked
+    // (RUNNABLE): GPA_RANGE_NOT_BLOCKED with the entry in RCX/RDX.
+    let (s, r) = call(&lp0, 30, 1, td.tdr, 0, 0);
+    assert_eq!(s, 0xC000_0B06_0000_0001);
+    assert_eq!(r.rdx, 0x84 << 8 | 1, "NL_MAPPED at level 1");
+    assert_eq!(call(&lp0, RANGE_BLOCK, 1, td.tdr, 0, 0).0, 0);
+    assert_eq!(call(&lp0, MEM_TRACK, td.tdr, 0, 0, 0).0, 0);
+    assert_eq!(
+        call(&lp0, 30, 1, td.tdr, 0, 0).0,
+        0xC000_0B0E_0000_0001,
+        "EPT_PAGE_NOT_FREE"
+    );
+    // The guest accepts the 2 MiB page at once.
+    let host = {
+        let lp0 = lp0.clone();
+        let tdvpr = td.tdvpr;
+        std::thread::spawn(move || call(&lp0, VP_ENTER, tdvpr, 0, 0, 0))
+    };
+    let mut r = Regs {
+        rax: 6,
+        rcx: (2 * MIB) | 1,
+        ..Regs::default()
+    };
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    // A 4 KiB accept inside it: PAGE_ALREADY_ACCEPTED with level 1.
+    let mut r = Regs {
+        rax: 6,
+        rcx: 2 * MIB + 0x5000,
+        ..Regs::default()
+    };
+    assert_eq!(g.tdcall(&mut r).raw(), 0x0000_0B0A_0000_0001);
+    let mut r = Regs {
+        rax: 0,
+        rcx: 0xC00,
+        r11: DONE_MAGIC,
+        ..Regs::default()
+    };
+    let _ = std::thread::spawn(move || g.tdcall(&mut r));
+    assert_eq!(host.join().unwrap().0, 77);
+    let _ = f.next();
+    m.check_invariants().unwrap();
+}
+
+#[test]
+fn sys_rdall_lists_metadata() {
+    let m = bring_up(1);
+    let lp0 = m.lp(0).unwrap();
+    let buf = 3 * MIB;
+    let (s, r) = call(&lp0, 37, 0, buf, u64::MAX, 0);
+    assert_eq!(s, 0);
+    let mut b = vec![0u8; 4096];
+    m.physical_memory().read(buf, &mut b).unwrap();
+    let n = u16::from_le_bytes([b[2], b[3]]) as usize;
+    assert!(n > 20);
+    assert_eq!(r.r8, u64::MAX, "every field fitted");
+    let fields: Vec<(u64, u64)> = (0..n)
+        .map(|i| {
+            let o = 8 + 16 * i;
+            (
+                u64::from_le_bytes(b[o..o + 8].try_into().unwrap()),
+                u64::from_le_bytes(b[o + 8..o + 16].try_into().unwrap()),
+            )
+        })
+        .collect();
+    assert!(
+        fields.contains(&(0x0800_0002_0000_0000, 0x8086)),
+        "VENDOR_ID"
+    );
+    assert!(
+        fields.contains(&(0x9800_0001_0000_0100, 6 * 4096)),
+        "TDCS_BASE_SIZE"
+    );
+    assert!(
+        fields.contains(&(0x9000_0003_0000_0080, MIB)),
+        "CMR_BASE[0]"
+    );
+}
+
+#[test]
+fn host_view_is_isolated_and_guest_dies_on_poison() {
+    let (m, td, _f, g) = runnable_td();
+    let page = td.pages[0];
+    let mut b = [0xFFu8; 16];
+    m.physical_memory().read(td.tdr, &mut b).unwrap();
+    assert_eq!(b, [0; 16], "TDR reads as zeros");
+    m.physical_memory().write(page, &[1; 4]).unwrap();
+    let lp0 = m.lp(0).unwrap();
+    let host = {
+        let lp0 = lp0.clone();
+        let tdvpr = td.tdvpr;
+        std::thread::spawn(move || call(&lp0, VP_ENTER, tdvpr, 0, 0, 0))
+    };
+    assert_eq!(
+        g.read(0x1000, &mut b),
+        Err(GuestAccessFault::Fatal { gpa: 0x1000 })
+    );
+    let mut r = Regs {
+        rax: 0,
+        rcx: 0xC00,
+        r11: DONE_MAGIC,
+        ..Regs::default()
+    };
+    let _ = std::thread::spawn(move || g.tdcall(&mut r));
+    assert_eq!(host.join().unwrap().0, 77);
+    // The TD is fatal now: VP.ENTER refuses.
+    assert_eq!(
+        call(&lp0, VP_ENTER, td.tdvpr, 0, 0, 0).0,
+        0xE000_0604_0000_0000
+    );
+}
+
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        /// Random SEAMCALLs (leaf, version, operands biased toward real objects) never panic and
+        /// never break the invariants.
+        #[test]
+        fn random_seamcalls_keep_invariants(
+            calls in proptest::collection::vec(
+                (0u64..48, 0u64..2, 0usize..8, 0usize..8, 0usize..8, any::<u64>()),
+                1..60,
+            )
+        ) {
+            let m = bring_up(1);
+            let mut f = Frames(2 * MIB);
+            let td = build_td(&m, &mut f, 33);
+            let pick = |i: usize, raw: u64| -> u64 {
+                match i {
+                    0 => td.tdr,
+                    1 => td.tdvpr,
+                    2 => 0x1000,
+                    3 => 0x8000_0000 + (raw & 0xF000),
+                    4 => 0x30_0000 + ((raw & 0x3F) << 12),
+                    5 => 1,
+                    6 => raw & 0x0000_FFFF_FFFF_F007,
+                    _ => raw,
+                }
+            };
+            for (leaf, version, a, b, c, raw) in calls {
+                if leaf == VP_ENTER {
+                    continue;
+                }
+                let lp = m.lp((raw & 1) as u32).unwrap();
+                let mut r = Regs {
+                    rax: leaf | (version << 16),
+                    rcx: pick(a, raw),
+                    rdx: pick(b, raw.rotate_left(7)),
+                    r8: pick(c, raw.rotate_left(13)),
+                    r9: pick(c, raw.rotate_left(29)),
+                    ..Regs::default()
+                };
+                lp.seamcall(&mut r);
+                prop_assert!(m.check_invariants().is_ok(), "{:?}", m.check_invariants());
+            }
+        }
+    }
+}
