@@ -50,6 +50,18 @@
 //! * TD_PARAMS: NUM_L2_VMS must be 0 (no TD partitioning, operand 71); every CPUID bit is
 //!   configurable; IA32_ARCH_CAPABILITIES_CONFIG must be 0 (operand 72); other reserved bytes
 //!   give OPERAND_INVALID on RDX.
+//! * API shapes until `tdx_abi::phys`/`gpa`/`report` are used here: `scripted_vcpu` takes the
+//!   TDVPR as `u64`, [`ScriptedVcpu::read`]/[`ScriptedVcpu::write`] take a GPA as `u64`,
+//!   `verify_report_mac` takes the 256 REPORTMACSTRUCT bytes; `lp()` returns `Option`. Extras:
+//!   [`EmulatedModule::hkid_shift`], [`LogicalProcessor::index`], [`InjectedFault`].
+//! * VP.INIT associates the vCPU with the calling LP (`associate_vcpu_initial`, confirmed in the
+//!   1.5 source), so VP.FLUSH must run on that LP even if the vCPU never entered.
+//! * TDCALL memory operands (REPORT, RTMR.EXTEND data) must be mapped private GPAs; otherwise
+//!   OPERAND_INVALID on that register (the module would walk and possibly exit). Shared GPAs are
+//!   not modelled by the scripted engine.
+//! * REPORTMACSTRUCT: CPUSVN 0; TEE_TCB_INFO is emulator-defined (VALID = 0xFFFE, TEE_TCB_SVN
+//!   {5, 1}, MRSEAM = SHA-384 of a fixed string, MRSIGNERSEAM/ATTRIBUTES 0); MAC =
+//!   HMAC-SHA-256 over bytes 0..224 keyed by [`PlatformConfig::report_mac_key`].
 //! * TDH.VP.ENTER on a vCPU without an attached execution engine returns at once with an
 //!   asynchronous exit, VMX exit reason 1 (external interrupt): the vCPU was "kicked" before it
 //!   ran a single instruction.

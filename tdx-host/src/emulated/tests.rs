@@ -629,11 +629,11 @@ fn running_vcpu_makes_host_leaves_busy() {
         call(&lp0, MEM_TRACK, td.tdr, 0, 0, 0).0,
         0x8000_0201_0000_0000
     );
-    // VP.ENTER of the running (ACTIVE) vCPU from another LP: VCPU_STATE_INCORRECT (the state
-    // is checked before the association).
+    // VP.ENTER of the running (ACTIVE) vCPU from another LP: VCPU_STATE_INCORRECT with the
+    // current state (ACTIVE = 4) in the low bits; the state is checked before the association.
     assert_eq!(
         call(&m.lp(1).unwrap(), VP_ENTER, tdvpr, 0, 0, 0).0,
-        0xC000_0700_0000_0000
+        0xC000_0700_0000_0004
     );
     let mut r = Regs {
         rax: 0,

@@ -106,8 +106,9 @@ fn enter_checks(st: &mut State, lp: u32, regs: &Regs) -> Result<u64, u64> {
     let tdr = st.check_tdvpr(tdvpr, OP_RCX, false)?;
     st.check_td_state(tdr, &[OP_RUNNABLE])?;
     let v = &st.vcpus[&tdvpr];
+    // check_and_associate_vcpu (helpers.c): the low bits carry the current vCPU state.
     if v.state != VCPU_READY {
-        return fail(VCPU_STATE_INCORRECT, 0);
+        return fail(VCPU_STATE_INCORRECT, u32::from(v.state));
     }
     if v.assoc_lp.is_some_and(|a| a != lp) {
         return fail(VCPU_ASSOCIATED, 0);
