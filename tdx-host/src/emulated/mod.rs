@@ -521,6 +521,13 @@ impl EmulatedModule {
             if want.is_some() && kot != want {
                 return v(format!("TD {tdr:#x}: KOT state {kot:?}, expected {want:?}"));
             }
+            // After TDH.MNG.VPFLUSHDONE pages are reclaimed in any order: the S-EPT is dead.
+            if !matches!(
+                td.lifecycle,
+                state::Lifecycle::HkidAssigned | state::Lifecycle::KeysConfigured
+            ) {
+                continue;
+            }
             let Some(root) = td.sept_root() else { continue };
             let mut stack = vec![root];
             while let Some(page) = stack.pop() {

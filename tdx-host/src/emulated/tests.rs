@@ -753,6 +753,33 @@ fn sept_remove_order_and_2m_aug_accept() {
 }
 
 #[test]
+fn invariants_hold_during_out_of_order_reclaim() {
+    let (m, td, _f, _g) = runnable_td();
+    let lp0 = m.lp(0).unwrap();
+    assert_eq!(call(&lp0, VP_FLUSH, td.tdvpr, 0, 0, 0).0, 0);
+    assert_eq!(call(&lp0, VPFLUSHDONE, td.tdr, 0, 0, 0).0, 0);
+    assert_eq!(call(&lp0, CACHE_WB, 0, 0, 0, 0).0, 0);
+    // Nothing left to flush: NO_HKID_READY_TO_WBCACHE (success class).
+    assert_eq!(call(&lp0, CACHE_WB, 0, 0, 0, 0).0, 0x0000_0821_0000_0000);
+    assert_eq!(call(&lp0, KEY_FREEID, td.tdr, 0, 0, 0).0, 0);
+    // The SEPT root (TDCS page 3) first, then a leaf page: still consistent.
+    assert_eq!(call(&lp0, RECLAIM, td.tdcs[3], 0, 0, 0).0, 0);
+    m.check_invariants().unwrap();
+    // RDMD of a TD page: type REG (3), owner the TDR, size 4K.
+    let (s, r) = call(&lp0, 24, td.pages[0], 0, 0, 0);
+    assert_eq!((s, r.rcx, r.rdx, r.r8), (0, 3, td.tdr, 0));
+    assert_eq!(call(&lp0, RECLAIM, td.pages[0], 0, 0, 0).0, 0);
+    // WBINVD with the TD's HKID bits (33 << shift) on the reclaimed page; a non-TDX KeyID fails.
+    let shift = m.hkid_shift();
+    assert_eq!(call(&lp0, 41, td.pages[0] | (33 << shift), 0, 0, 0).0, 0);
+    assert_eq!(
+        call(&lp0, 41, td.pages[0] | (1 << shift), 0, 0, 0).0,
+        0xC000_0100_0000_0001
+    );
+    m.check_invariants().unwrap();
+}
+
+#[test]
 fn sys_rdall_lists_metadata() {
     let m = bring_up(1);
     let lp0 = m.lp(0).unwrap();
