@@ -1,0 +1,2 @@
+//! virtio-blk throughput bench (placeholder until written).
+fn main() {}
