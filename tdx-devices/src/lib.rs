@@ -29,6 +29,8 @@ pub mod vhost_user;
 pub use interrupt::{Interrupt, InterruptKind};
 pub use memory::GuestMemoryProvider;
 pub use tdx_memory;
+pub use virtio_queue;
+pub use vm_memory;
 
 /// virtio feature bits used by the transport (virtio 1.x §6 "Reserved Feature Bits").
 pub mod features {
