@@ -43,13 +43,21 @@ fn rig(path: &std::path::Path) -> Rig {
         .convert(GpaRange::new(Gpa(0), 4 << 20).unwrap(), PageState::Shared)
         .unwrap();
     let shared = SharedGuestMemory::new(attrs, raw.clone()).unwrap();
-    let file = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let dev = BlkDevice::new(RawFile::new(file).unwrap(), BlkConfig::default());
     let mut t = MmioTransport::new(dev, shared, NoInterrupt, MmioConfig::default());
     w(&mut t, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
     w(&mut t, reg::DRIVER_FEATURES_SEL, 1);
     w(&mut t, reg::DRIVER_FEATURES, 0b11);
-    w(&mut t, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+    w(
+        &mut t,
+        reg::STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    );
     w(&mut t, reg::QUEUE_NUM, QSIZE as u32);
     w(&mut t, reg::QUEUE_DESC_LOW, DESC as u32);
     w(&mut t, reg::QUEUE_DRIVER_LOW, AVAIL as u32);
@@ -103,7 +111,11 @@ fn bench(c: &mut Criterion) {
     let path = std::env::temp_dir().join(format!("tdx-devices-bench-{}.img", std::process::id()));
     std::fs::write(&path, vec![0x5au8; DISK as usize]).unwrap();
     let mut r = rig(&path);
-    let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
     let mut buf = vec![0u8; 64 << 10];
     let mut g = c.benchmark_group("blk");
     g.sample_size(20)
@@ -122,7 +134,8 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("pread_{}k", size / 1024), |b| {
             b.iter(|| {
                 s = (s + 8 * 61) % sectors;
-                file.read_exact_at(&mut buf[..size as usize], s * 512).unwrap()
+                file.read_exact_at(&mut buf[..size as usize], s * 512)
+                    .unwrap()
             })
         });
         g.bench_function(format!("device_write_{}k", size / 1024), |b| {
