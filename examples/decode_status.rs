@@ -10,7 +10,10 @@ use tdx_abi::status::TdxStatus;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let inputs = if args.is_empty() {
-        vec!["0x8000020000000092".to_string(), "0xC000010000000001".to_string()]
+        vec![
+            "0x8000020000000092".to_string(),
+            "0xC000010000000001".to_string(),
+        ]
     } else {
         args
     };

@@ -73,7 +73,8 @@ pub(crate) const EPT_PAGE_NOT_FREE: u32 = code(StatusCode::EPT_PAGE_NOT_FREE);
 pub(crate) const METADATA_FIELD_ID_INCORRECT: u32 = code(StatusCode::METADATA_FIELD_ID_INCORRECT);
 pub(crate) const METADATA_FIELD_NOT_WRITABLE: u32 = code(StatusCode::METADATA_FIELD_NOT_WRITABLE);
 pub(crate) const METADATA_FIELD_NOT_READABLE: u32 = code(StatusCode::METADATA_FIELD_NOT_READABLE);
-pub(crate) const METADATA_FIRST_FIELD_ID_IN_CONTEXT: u32 = code(StatusCode::METADATA_FIRST_FIELD_ID_IN_CONTEXT);
+pub(crate) const METADATA_FIRST_FIELD_ID_IN_CONTEXT: u32 =
+    code(StatusCode::METADATA_FIRST_FIELD_ID_IN_CONTEXT);
 
 // Operand ids (tdx-module-abi.md §4.3).
 pub(crate) const OP_RAX: u32 = OperandId::RAX.raw();
@@ -89,7 +90,8 @@ pub(crate) const OP_MAX_VCPUS: u32 = OperandId::MAX_VCPUS.raw();
 pub(crate) const OP_CPUID_CONFIG: u32 = OperandId::CPUID_CONFIG.raw();
 pub(crate) const OP_TSC_FREQUENCY: u32 = OperandId::TSC_FREQUENCY.raw();
 pub(crate) const OP_NUM_L2_VMS: u32 = OperandId::NUM_L2_VMS.raw();
-pub(crate) const OP_IA32_ARCH_CAPABILITIES_CONFIG: u32 = OperandId::IA32_ARCH_CAPABILITIES_CONFIG.raw();
+pub(crate) const OP_IA32_ARCH_CAPABILITIES_CONFIG: u32 =
+    OperandId::IA32_ARCH_CAPABILITIES_CONFIG.raw();
 pub(crate) const OP_TDR: u32 = OperandId::TDR.raw();
 pub(crate) const OP_TDCS: u32 = OperandId::TDCS.raw();
 pub(crate) const OP_SEPT_TREE: u32 = OperandId::SEPT_TREE.raw();
