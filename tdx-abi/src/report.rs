@@ -213,10 +213,9 @@ pub enum ReportError {
 impl fmt::Display for ReportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReportError::WrongLength { actual } => write!(
-                f,
-                "TDREPORT is {actual} bytes, expected {TD_REPORT_SIZE}"
-            ),
+            ReportError::WrongLength { actual } => {
+                write!(f, "TDREPORT is {actual} bytes, expected {TD_REPORT_SIZE}")
+            }
         }
     }
 }
@@ -331,7 +330,10 @@ mod tests {
             TdReport::from_bytes(&big),
             Err(ReportError::WrongLength { actual: 1025 })
         );
-        assert_eq!(TdReport::from_bytes(&[]), Err(ReportError::WrongLength { actual: 0 }));
+        assert_eq!(
+            TdReport::from_bytes(&[]),
+            Err(ReportError::WrongLength { actual: 0 })
+        );
     }
 
     #[test]
