@@ -359,9 +359,10 @@ impl SeptEntry {
     /// REMOVED), R+X while blocked for writes, otherwise R+W+X.
     const fn permissions_for(state: SeptState) -> u64 {
         let s = state.0;
-        if s == SeptState::FREE.0 || s == SeptState::REMOVED.0 {
-            0
-        } else if s & (SeptState::TDB | SeptState::TDP) != 0 {
+        if s == SeptState::FREE.0
+            || s == SeptState::REMOVED.0
+            || s & (SeptState::TDB | SeptState::TDP) != 0
+        {
             0
         } else if s & SeptState::TDBW != 0 {
             Self::R | Self::X
