@@ -303,7 +303,7 @@ pub mod sys {
     pub const INTERNAL_VERSION: MetadataFieldId = id(0x0800_0001_0000_0006);
     /// NUM_PKGS (u32).
     pub const NUM_PKGS: MetadataFieldId = id(0x0000_0002_0000_0000);
-    /// PKG_FMS[0] (u32); see [`pkg_fms`].
+    /// `PKG_FMS[0]` (u32); see [`pkg_fms`].
     pub const PKG_FMS: MetadataFieldId = id(0x0000_0002_0000_0001);
     /// SYS_ATTRIBUTES (u32).
     pub const SYS_ATTRIBUTES: MetadataFieldId = id(0x0A00_0002_0000_0000);
@@ -313,9 +313,9 @@ pub mod sys {
     pub const TDX_FEATURES0: MetadataFieldId = id(0x0A00_0003_0000_0008);
     /// NUM_CMRS (u16).
     pub const NUM_CMRS: MetadataFieldId = id(0x9000_0001_0000_0000);
-    /// CMR_BASE[0] (u64); see [`cmr_base`].
+    /// `CMR_BASE[0]` (u64); see [`cmr_base`].
     pub const CMR_BASE: MetadataFieldId = id(0x9000_0003_0000_0080);
-    /// CMR_SIZE[0] (u64); see [`cmr_size`].
+    /// `CMR_SIZE[0]` (u64); see [`cmr_size`].
     pub const CMR_SIZE: MetadataFieldId = id(0x9000_0003_0000_0100);
     /// MAX_TDMRS (u16).
     pub const MAX_TDMRS: MetadataFieldId = id(0x9100_0001_0000_0008);
@@ -353,9 +353,9 @@ pub mod sys {
     pub const CONFIG_FLAGS_FIXED1: MetadataFieldId = id(0x9900_0003_0000_0007);
     /// MAX_VCPUS_PER_TD (u16; read by Linux, not in the 1.5.01 table).
     pub const MAX_VCPUS_PER_TD: MetadataFieldId = id(0x9900_0001_0000_0008);
-    /// CPUID_CONFIG_LEAVES[0] (u64); see [`cpuid_config_leaves`].
+    /// `CPUID_CONFIG_LEAVES[0]` (u64); see [`cpuid_config_leaves`].
     pub const CPUID_CONFIG_LEAVES: MetadataFieldId = id(0x9900_0003_0000_0400);
-    /// CPUID_CONFIG_VALUES[0][0] (u64); see [`cpuid_config_values`].
+    /// `CPUID_CONFIG_VALUES[0][0]` (u64); see [`cpuid_config_values`].
     pub const CPUID_CONFIG_VALUES: MetadataFieldId = id(0x9900_0003_0000_0500);
     /// IA32_ARCH_CAPABILITIES_CONFIG_MASK (u64).
     pub const IA32_ARCH_CAPABILITIES_CONFIG_MASK: MetadataFieldId = id(0x9900_0003_0000_0600);
@@ -371,28 +371,28 @@ pub mod sys {
     /// Room for CPUID_CONFIG_VALUES entries (two elements each, 0x500..0x600).
     pub const MAX_CPUID_CONFIG_VALUES: usize = 0x80;
 
-    /// PKG_FMS[i], `i < 8`.
+    /// `PKG_FMS[i]`, `i < 8`.
     pub const fn pkg_fms(i: usize) -> Option<MetadataFieldId> {
         indexed(PKG_FMS.raw(), i, MAX_PKGS)
     }
 
-    /// CMR_BASE[i], `i < 32`.
+    /// `CMR_BASE[i]`, `i < 32`.
     pub const fn cmr_base(i: usize) -> Option<MetadataFieldId> {
         indexed(CMR_BASE.raw(), i, MAX_CMRS)
     }
 
-    /// CMR_SIZE[i], `i < 32`.
+    /// `CMR_SIZE[i]`, `i < 32`.
     pub const fn cmr_size(i: usize) -> Option<MetadataFieldId> {
         indexed(CMR_SIZE.raw(), i, MAX_CMRS)
     }
 
-    /// CPUID_CONFIG_LEAVES[i] (LEAF in 31:0, SUBLEAF in 63:32; see
+    /// `CPUID_CONFIG_LEAVES[i]` (LEAF in 31:0, SUBLEAF in 63:32; see
     /// [`crate::td_params::CpuidLeafSubleaf`]).
     pub const fn cpuid_config_leaves(i: usize) -> Option<MetadataFieldId> {
         indexed(CPUID_CONFIG_LEAVES.raw(), i, MAX_CPUID_CONFIG_LEAVES)
     }
 
-    /// CPUID_CONFIG_VALUES[i][j]: j = 0 is EAX (31:0) + EBX (63:32), j = 1 is ECX + EDX.
+    /// `CPUID_CONFIG_VALUES[i][j]`: j = 0 is EAX (31:0) + EBX (63:32), j = 1 is ECX + EDX.
     pub const fn cpuid_config_values(i: usize, j: usize) -> Option<MetadataFieldId> {
         if j > 1 {
             return None;
