@@ -38,6 +38,9 @@ fn round_trip<T: FromBytes + IntoBytes + zerocopy::Immutable + PartialEq + core:
     assert!(T::read_from_bytes(&bytes[..size - 1]).is_err());
 }
 
+/// One table row: field name, offset, size, and a setter that fills the field with 0xFF.
+type Row<T> = (&'static str, usize, usize, fn(&mut T));
+
 macro_rules! ones {
     ($e:expr) => {
         $e.as_mut_bytes().fill(0xFF)
@@ -48,7 +51,7 @@ macro_rules! ones {
 fn td_params_layout() {
     assert_eq!(core::mem::size_of::<TdParams>(), 1024);
     assert_eq!(core::mem::align_of::<TdParams>(), 1024);
-    let table: [(&str, usize, usize, fn(&mut TdParams)); 16] = [
+    let table: [Row<TdParams>; 16] = [
         ("ATTRIBUTES", 0, 8, |p| ones!(p.attributes)),
         ("XFAM", 8, 8, |p| ones!(p.xfam)),
         ("MAX_VCPUS", 16, 2, |p| ones!(p.max_vcpus)),
@@ -80,7 +83,7 @@ fn td_params_layout() {
 
 #[test]
 fn cpuid_config_layout() {
-    let table: [(&str, usize, usize, fn(&mut CpuidConfig)); 6] = [
+    let table: [Row<CpuidConfig>; 6] = [
         ("LEAF", 0, 4, |c| ones!(c.leaf)),
         ("SUBLEAF", 4, 4, |c| ones!(c.subleaf)),
         ("EAX", 8, 4, |c| ones!(c.eax)),
@@ -96,7 +99,7 @@ fn cpuid_config_layout() {
 
 #[test]
 fn report_mac_struct_layout() {
-    let table: [(&str, usize, usize, fn(&mut ReportMacStruct)); 11] = [
+    let table: [Row<ReportMacStruct>; 11] = [
         ("TYPE", 0, 1, |r| ones!(r.report_type.type_)),
         ("SUBTYPE", 1, 1, |r| ones!(r.report_type.subtype)),
         ("VERSION", 2, 1, |r| ones!(r.report_type.version)),
@@ -120,7 +123,7 @@ fn report_mac_struct_layout() {
 #[test]
 fn tee_tcb_info_layout() {
     assert_eq!(core::mem::size_of::<TeeTcbInfo>(), 239);
-    let table: [(&str, usize, usize, fn(&mut TeeTcbInfo)); 7] = [
+    let table: [Row<TeeTcbInfo>; 7] = [
         ("VALID", 0, 8, |t| ones!(t.valid)),
         ("TEE_TCB_SVN", 8, 16, |t| ones!(t.tee_tcb_svn)),
         ("MRSEAM", 24, 48, |t| ones!(t.mr_seam)),
@@ -137,7 +140,7 @@ fn tee_tcb_info_layout() {
 
 #[test]
 fn td_info_layout() {
-    let table: [(&str, usize, usize, fn(&mut TdInfo)); 12] = [
+    let table: [Row<TdInfo>; 12] = [
         ("ATTRIBUTES", 0, 8, |t| ones!(t.attributes)),
         ("XFAM", 8, 8, |t| ones!(t.xfam)),
         ("MRTD", 16, 48, |t| ones!(t.mr_td)),
@@ -159,7 +162,7 @@ fn td_info_layout() {
 
 #[test]
 fn td_report_layout() {
-    let table: [(&str, usize, usize, fn(&mut TdReport)); 5] = [
+    let table: [Row<TdReport>; 5] = [
         ("REPORTMACSTRUCT", 0, 256, |r| ones!(r.report_mac_struct)),
         ("TEE_TCB_INFO", 256, 239, |r| ones!(r.tee_tcb_info)),
         ("reserved", 495, 17, |r| ones!(r.reserved)),
@@ -174,7 +177,7 @@ fn td_report_layout() {
 
 #[test]
 fn ve_info_layout() {
-    let table: [(&str, usize, usize, fn(&mut VeInfo)); 10] = [
+    let table: [Row<VeInfo>; 10] = [
         ("EXIT_REASON", 0, 4, |v| ones!(v.exit_reason)),
         ("VALID", 4, 4, |v| ones!(v.valid)),
         ("EXIT_QUALIFICATION", 8, 8, |v| ones!(v.exit_qualification)),
@@ -194,7 +197,7 @@ fn ve_info_layout() {
 
 #[test]
 fn td_sys_info_layout() {
-    let table: [(&str, usize, usize, fn(&mut TdSysInfo)); 26] = [
+    let table: [Row<TdSysInfo>; 26] = [
         ("ATTRIBUTES", 0, 4, |s| ones!(s.attributes)),
         ("VENDOR_ID", 4, 4, |s| ones!(s.vendor_id)),
         ("BUILD_DATE", 8, 4, |s| ones!(s.build_date)),
