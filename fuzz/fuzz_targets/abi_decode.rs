@@ -5,6 +5,8 @@
 use libfuzzer_sys::fuzz_target;
 use std::fmt::Write;
 use tdx_abi::gpa::GpaAndLevel;
+use tdx_abi::metadata::MetadataList;
+use tdx_abi::report::TdReport;
 use tdx_abi::leaf::{LeafAndVersion, SeamcallLeaf, TdVmCallSubFunction, TdcallLeaf};
 use tdx_abi::status::TdxStatus;
 
@@ -34,4 +36,17 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => assert!(rax >> 24 != 0, "{e}"),
     }
     let _ = write!(sink, "{}", TdVmCallSubFunction::from_raw(u64_at(data, 3)));
+    // A TDH.SYS.RDALL list buffer as the module (or a hostile emulator) wrote it.
+    if let Ok(list) = MetadataList::parse(data) {
+        for item in list.iter().take(4096) {
+            if item.is_err() {
+                break;
+            }
+        }
+    }
+    // A TDREPORT handed out by a guest: only the exact size parses.
+    match TdReport::from_bytes(data) {
+        Ok(r) => assert_eq!(data.len(), 1024, "{:?}", r.td_info.attributes),
+        Err(_) => assert_ne!(data.len(), 1024),
+    }
 });
