@@ -44,6 +44,51 @@ pub enum KotState {
     Reserved = 3,
 }
 
+impl From<PamtPageType> for tdx_abi::state::PamtPageType {
+    /// The architectural (open) value of a page type the emulator tracks.
+    fn from(t: PamtPageType) -> Self {
+        tdx_abi::state::PamtPageType::from_raw(t as u64)
+    }
+}
+
+impl From<KotState> for tdx_abi::state::KotState {
+    /// The architectural (open) value of a KOT state the emulator tracks.
+    fn from(s: KotState) -> Self {
+        tdx_abi::state::KotState::from_raw(s as u8)
+    }
+}
+
+#[cfg(test)]
+mod abi_agreement {
+    use super::{KotState, PamtPageType};
+    use tdx_abi::state as abi;
+
+    #[test]
+    fn emulator_states_have_the_architectural_values() {
+        let pt: [(PamtPageType, abi::PamtPageType); 7] = [
+            (PamtPageType::Nda, abi::PamtPageType::PT_NDA),
+            (PamtPageType::Rsvd, abi::PamtPageType::PT_RSVD),
+            (PamtPageType::Reg, abi::PamtPageType::PT_REG),
+            (PamtPageType::Tdr, abi::PamtPageType::PT_TDR),
+            (PamtPageType::Tdcx, abi::PamtPageType::PT_TDCX),
+            (PamtPageType::Tdvpr, abi::PamtPageType::PT_TDVPR),
+            (PamtPageType::Ept, abi::PamtPageType::PT_EPT),
+        ];
+        for (e, a) in pt {
+            assert_eq!(abi::PamtPageType::from(e), a);
+        }
+        let kot: [(KotState, abi::KotState); 4] = [
+            (KotState::Free, abi::KotState::FREE),
+            (KotState::Assigned, abi::KotState::ASSIGNED),
+            (KotState::Flushed, abi::KotState::FLUSHED),
+            (KotState::Reserved, abi::KotState::RESERVED),
+        ];
+        for (e, a) in kot {
+            assert_eq!(abi::KotState::from(e), a);
+        }
+    }
+}
+
 /// Platform state (`sysinit_state_e`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum SysState {
