@@ -8,30 +8,11 @@ mod conformance;
 use std::sync::Arc;
 
 use tdx_host::driver::module::{LogicalCpu, PlatformDesc, RetryPolicy};
-use tdx_host::driver::{HostMemory, HostMemoryError, TdxModule};
+use tdx_host::driver::TdxModule;
 use tdx_host::emulated::{EmulatedModule, LogicalProcessor, PlatformConfig};
 
-/// The host's physical-memory view of an emulated platform.
-struct Phys(Arc<EmulatedModule>);
-
-impl HostMemory for Phys {
-    fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), HostMemoryError> {
-        let len = buf.len();
-        self.0
-            .physical_memory()
-            .read(pa, buf)
-            .map_err(|_| HostMemoryError { pa, len })
-    }
-    fn write(&self, pa: u64, buf: &[u8]) -> Result<(), HostMemoryError> {
-        self.0
-            .physical_memory()
-            .write(pa, buf)
-            .map_err(|_| HostMemoryError { pa, len: buf.len() })
-    }
-}
-
 /// A fresh two-package platform brought up by the driver.
-fn fresh() -> TdxModule<LogicalProcessor, Phys> {
+fn fresh() -> TdxModule<LogicalProcessor, Arc<EmulatedModule>> {
     let m = EmulatedModule::new(PlatformConfig {
         num_packages: 2,
         ..PlatformConfig::default()
@@ -54,7 +35,7 @@ fn fresh() -> TdxModule<LogicalProcessor, Phys> {
         num_tdx_hkids: 16,
         hkid_shift: m.hkid_shift(),
     };
-    TdxModule::init(lps, Phys(m), &desc, RetryPolicy::default()).expect("driver bring-up")
+    TdxModule::init(lps, m, &desc, RetryPolicy::default()).expect("driver bring-up")
 }
 
 #[test]

@@ -6,30 +6,17 @@ use std::sync::Arc;
 use tdx_abi::gpa::Gpa;
 use tdx_abi::measure::MrtdBuilder;
 use tdx_host::driver::module::{LogicalCpu, PlatformDesc, RetryPolicy};
-use tdx_host::driver::{HostMemory, HostMemoryError, TdBuilder, TdxModule};
+use tdx_host::driver::{TdBuilder, TdxModule};
 use tdx_host::emulated::{
     EmulatedModule, InjectedFault, KotState, LogicalProcessor, PamtPageType, PlatformConfig,
 };
 
-struct Phys(Arc<EmulatedModule>);
-
-impl HostMemory for Phys {
-    fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), HostMemoryError> {
-        let len = buf.len();
-        self.0
-            .physical_memory()
-            .read(pa, buf)
-            .map_err(|_| HostMemoryError { pa, len })
-    }
-    fn write(&self, pa: u64, buf: &[u8]) -> Result<(), HostMemoryError> {
-        self.0
-            .physical_memory()
-            .write(pa, buf)
-            .map_err(|_| HostMemoryError { pa, len: buf.len() })
-    }
-}
-
-fn platform(packages: u32) -> (Arc<EmulatedModule>, TdxModule<LogicalProcessor, Phys>) {
+fn platform(
+    packages: u32,
+) -> (
+    Arc<EmulatedModule>,
+    TdxModule<LogicalProcessor, Arc<EmulatedModule>>,
+) {
     let m = EmulatedModule::new(PlatformConfig {
         num_packages: packages,
         ..PlatformConfig::default()
@@ -52,7 +39,7 @@ fn platform(packages: u32) -> (Arc<EmulatedModule>, TdxModule<LogicalProcessor, 
         num_tdx_hkids: 16,
         hkid_shift: m.hkid_shift(),
     };
-    let module = TdxModule::init(lps, Phys(m.clone()), &desc, RetryPolicy::default()).unwrap();
+    let module = TdxModule::init(lps, m.clone(), &desc, RetryPolicy::default()).unwrap();
     (m, module)
 }
 
