@@ -1,1 +1,538 @@
-//! Placeholder: the emulated TDX module is being written.
+//! The emulated TDX module: a software implementation of the SEAMCALL and TDCALL interfaces
+//! with the real module's rules and status codes, on an emulated platform.
+//!
+//! # Platform
+//! [`PlatformConfig`] describes the machine: physical memory (a memfd arena, PA
+//! `0..memory_size`), CMRs, packages × LPs, the TDX private HKID range and the per-platform
+//! secret that keys TDREPORT MACs. [`EmulatedModule::new`] builds it; host code reaches the
+//! module only through SEAMCALLs issued on a [`LogicalProcessor`]
+//! (`tdx_abi::call::Seamcall`), and reaches memory only through [`PhysicalMemory`], whose
+//! TD-owner rule hides private pages (see [`phys`]).
+//!
+//! # Fidelity
+//! Each leaf handler is one function that makes the module's checks in the module's order
+//! (emulation-notes.md §3.5/§3.6; the source file of the 1.5 module is named next to it) and
+//! returns the architectural status with its operand id; no register value can make it panic
+//! (all arithmetic is checked, every index bounded, every loop bounded by the module's
+//! limits). The dispatcher decodes RAX as the module does: bits 63:24 non-zero, an unknown
+//! leaf or a version above the leaf's maximum → `TDX_OPERAND_INVALID` (operand RAX); every
+//! leaf except the SYS init/enumeration family → `TDX_SYS_NOT_READY` until the last
+//! TDH.SYS.KEY.CONFIG; any leaf on an LP without TDH.SYS.LP.INIT →
+//! `TDX_SYS_LP_INIT_NOT_DONE`.
+//!
+//! Locks are try-locks (see the `locks` module): contention returns `TDX_OPERAND_BUSY` with the
+//! operand id; [`FaultInjector`] forces BUSY / INTERRUPTED_RESUMABLE deterministically.
+//!
+//! # Deviations from the real module (documented choices)
+//! * No encryption: private pages are plain bytes in the arena, hidden from the host by the
+//!   TD-owner rule. S-EPT tables live in module memory (see the `sept` module); PAMT entries are kept
+//!   by the module, not written into the PAMT areas named in TDMR_INFO.
+//! * TD_PARAMS: NUM_L2_VMS must be 0 (TD partitioning is not emulated; other values get
+//!   `OPERAND_INVALID` + NUM_L2_VMS); the CPUID configuration check is the "configurable
+//!   bits" check against the emulator's CPUID_CONFIG table ([`sys`]); the per-leaf
+//!   consistency rules of `read_and_set_cpuid_configurations` are not reproduced.
+//! * The REPORTMACSTRUCT MAC is emulator-defined (HMAC-SHA-256, see the `guest` module).
+//! * Host-priority lock bits (BUSY_HOST_PRIORITY) are not modelled.
+//!
+//! # Contract deviations
+//! [`EmulatedModule::lp`] returns `Option<LogicalProcessor>` (None out of range).
+
+#![allow(dead_code)] // interim: the TD and memory leaves land in the next commits
+
+pub(crate) mod codes;
+pub(crate) mod locks;
+pub mod phys;
+pub(crate) mod sept;
+pub(crate) mod state;
+pub mod sys;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tdx_abi::call::{Regs, Seamcall};
+use tdx_abi::status::TdxStatus;
+
+pub use locks::{Fault, FaultInjector};
+pub use phys::{PhysMemError, PhysicalMemory};
+
+use codes::op;
+use locks::Held;
+use state::{Geometry, State, SysState};
+
+/// SEAMCALL leaf numbers (tdx-module-abi.md §2).
+pub(crate) mod leaf {
+    pub(crate) const VP_ENTER: u16 = 0;
+    pub(crate) const MNG_ADDCX: u16 = 1;
+    pub(crate) const MEM_PAGE_ADD: u16 = 2;
+    pub(crate) const MEM_SEPT_ADD: u16 = 3;
+    pub(crate) const VP_ADDCX: u16 = 4;
+    pub(crate) const MEM_PAGE_AUG: u16 = 6;
+    pub(crate) const MEM_RANGE_BLOCK: u16 = 7;
+    pub(crate) const MNG_KEY_CONFIG: u16 = 8;
+    pub(crate) const MNG_CREATE: u16 = 9;
+    pub(crate) const VP_CREATE: u16 = 10;
+    pub(crate) const MNG_RD: u16 = 11;
+    pub(crate) const MNG_WR: u16 = 13;
+    pub(crate) const MR_EXTEND: u16 = 16;
+    pub(crate) const MR_FINALIZE: u16 = 17;
+    pub(crate) const VP_FLUSH: u16 = 18;
+    pub(crate) const MNG_VPFLUSHDONE: u16 = 19;
+    pub(crate) const MNG_KEY_FREEID: u16 = 20;
+    pub(crate) const MNG_INIT: u16 = 21;
+    pub(crate) const VP_INIT: u16 = 22;
+    pub(crate) const MEM_PAGE_PROMOTE: u16 = 23;
+    pub(crate) const PHYMEM_PAGE_RDMD: u16 = 24;
+    pub(crate) const MEM_SEPT_RD: u16 = 25;
+    pub(crate) const VP_RD: u16 = 26;
+    pub(crate) const MNG_KEY_RECLAIMID: u16 = 27;
+    pub(crate) const PHYMEM_PAGE_RECLAIM: u16 = 28;
+    pub(crate) const MEM_PAGE_REMOVE: u16 = 29;
+    pub(crate) const MEM_SEPT_REMOVE: u16 = 30;
+    pub(crate) const SYS_KEY_CONFIG: u16 = 31;
+    pub(crate) const SYS_INFO: u16 = 32;
+    pub(crate) const SYS_INIT: u16 = 33;
+    pub(crate) const SYS_RD: u16 = 34;
+    pub(crate) const SYS_LP_INIT: u16 = 35;
+    pub(crate) const SYS_TDMR_INIT: u16 = 36;
+    pub(crate) const SYS_RDALL: u16 = 37;
+    pub(crate) const MEM_TRACK: u16 = 38;
+    pub(crate) const MEM_RANGE_UNBLOCK: u16 = 39;
+    pub(crate) const PHYMEM_CACHE_WB: u16 = 40;
+    pub(crate) const PHYMEM_PAGE_WBINVD: u16 = 41;
+    pub(crate) const VP_WR: u16 = 43;
+    pub(crate) const SYS_LP_SHUTDOWN: u16 = 44;
+    pub(crate) const SYS_CONFIG: u16 = 45;
+}
+
+/// Configuration of the emulated platform.
+#[derive(Clone, Debug)]
+pub struct PlatformConfig {
+    /// Bytes of emulated physical memory (memfd arena), PA `0..memory_size`; a multiple of
+    /// 4 KiB.
+    pub memory_size: u64,
+    /// `(base, size)` convertible memory ranges, 4 KiB aligned, inside the memory, sorted and
+    /// non-overlapping (at most 32). Empty = one CMR `[1 MiB, memory_size)`.
+    pub cmrs: Vec<(u64, u64)>,
+    /// Number of packages (1..=64).
+    pub num_packages: u32,
+    /// Logical processors per package (>= 1).
+    pub lps_per_package: u32,
+    /// First TDX private KeyID; it becomes the global private HKID the host passes to
+    /// TDH.SYS.CONFIG.
+    pub first_tdx_hkid: u16,
+    /// Number of TDX private KeyIDs (>= 2: the global one and at least one for a TD).
+    pub num_tdx_hkids: u16,
+    /// Per-platform secret keying the REPORTMACSTRUCT MAC.
+    pub report_mac_key: [u8; 32],
+}
+
+impl Default for PlatformConfig {
+    /// 256 MiB, one CMR `[1 MiB, 256 MiB)`, 1 package × 2 LPs, HKIDs 32..48, a random MAC key.
+    fn default() -> Self {
+        PlatformConfig {
+            memory_size: 256 << 20,
+            cmrs: Vec::new(),
+            num_packages: 1,
+            lps_per_package: 2,
+            first_tdx_hkid: 32,
+            num_tdx_hkids: 16,
+            report_mac_key: random_key(),
+        }
+    }
+}
+
+fn random_key() -> [u8; 32] {
+    use std::io::Read;
+    let mut k = [0u8; 32];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut k))
+        .is_ok();
+    if !ok {
+        // Fallback: not secret, but distinct per process and time.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let seed = format!("{t}-{}", std::process::id());
+        k = sha2_256(seed.as_bytes());
+    }
+    k
+}
+
+fn sha2_256(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
+
+/// Why a platform could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatedError {
+    /// A configuration value is out of range.
+    #[error("invalid platform configuration: {0}")]
+    InvalidConfig(String),
+    /// The memory arena could not be created.
+    #[error("cannot create the physical-memory arena: {0}")]
+    Arena(#[from] std::io::Error),
+}
+
+/// A broken module invariant found by `EmulatedModule::check_invariants`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invariant violated: {0}")]
+pub struct InvariantViolation(pub String);
+
+/// PAMT page types as reported to tests ([`EmulatedModule::page_type`]); the raw value is
+/// the architectural one (tdx-module-abi.md §7.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PamtPageType(pub u8);
+
+impl PamtPageType {
+    /// PT_NDA (0): free.
+    pub const NDA: Self = Self(0);
+    /// PT_RSVD (1): TDMR reserved area.
+    pub const RSVD: Self = Self(1);
+    /// PT_REG (3): TD private page.
+    pub const REG: Self = Self(3);
+    /// PT_TDR (4).
+    pub const TDR: Self = Self(4);
+    /// PT_TDCX (5).
+    pub const TDCX: Self = Self(5);
+    /// PT_TDVPR (6).
+    pub const TDVPR: Self = Self(6);
+    /// PT_EPT (8): Secure-EPT page.
+    pub const EPT: Self = Self(8);
+}
+
+/// KOT entry states as reported to tests ([`EmulatedModule::hkid_state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KotState(pub u8);
+
+impl KotState {
+    /// FREE (0).
+    pub const FREE: Self = Self(0);
+    /// ASSIGNED (1): TDH.MNG.CREATE.
+    pub const ASSIGNED: Self = Self(1);
+    /// FLUSHED (2): TDH.MNG.VPFLUSHDONE.
+    pub const FLUSHED: Self = Self(2);
+    /// RESERVED (3): the global private HKID.
+    pub const RESERVED: Self = Self(3);
+}
+
+/// The emulated TDX module and its platform. `Send + Sync`; share it as `Arc`.
+#[derive(Debug)]
+pub struct EmulatedModule {
+    pub(crate) geo: Geometry,
+    pub(crate) mem: PhysicalMemory,
+    pub(crate) state: Mutex<State>,
+    pub(crate) faults: FaultInjector,
+    pub(crate) mac_key: [u8; 32],
+}
+
+/// One logical processor of the platform: issues SEAMCALLs with its LP index (SYS.LP.INIT,
+/// vCPU association, per-package KEY.CONFIG and CACHE.WB use it).
+#[derive(Clone, Debug)]
+pub struct LogicalProcessor {
+    module: Arc<EmulatedModule>,
+    index: u32,
+}
+
+impl LogicalProcessor {
+    /// This LP's index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+    /// The module it calls.
+    pub fn module(&self) -> &Arc<EmulatedModule> {
+        &self.module
+    }
+}
+
+impl Seamcall for LogicalProcessor {
+    fn seamcall(&self, regs: &mut Regs) -> TdxStatus {
+        self.module.seamcall_on(self.index, regs)
+    }
+}
+
+/// Per-call context handed to leaf handlers.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) lp: u32,
+    pub(crate) pkg: u32,
+    pub(crate) version: u8,
+    pub(crate) held: Held,
+}
+
+/// What a handler returns: `Ok` = a success-class status, `Err` = an error status.
+pub(crate) type LeafResult = Result<TdxStatus, TdxStatus>;
+
+/// Maximum version of each leaf the dispatcher accepts (1.5.01).
+fn max_version(leaf: u16) -> u8 {
+    match leaf {
+        leaf::MEM_PAGE_PROMOTE
+        | leaf::MEM_SEPT_ADD
+        | leaf::MEM_SEPT_REMOVE
+        | leaf::MNG_RD
+        | leaf::VP_RD => 1,
+        _ => 0,
+    }
+}
+
+impl EmulatedModule {
+    /// Builds a platform (memory arena, LPs, HKIDs) with the module loaded and not
+    /// initialised (SYSINIT_PENDING).
+    pub fn new(cfg: PlatformConfig) -> Result<Arc<Self>, EmulatedError> {
+        let bad = |m: String| Err(EmulatedError::InvalidConfig(m));
+        if cfg.memory_size == 0 || cfg.memory_size % 4096 != 0 {
+            return bad(format!(
+                "memory_size {:#x} is not a non-zero multiple of 4 KiB",
+                cfg.memory_size
+            ));
+        }
+        if cfg.num_packages == 0 || cfg.num_packages > 64 || cfg.lps_per_package == 0 {
+            return bad(format!(
+                "{} packages x {} LPs: need 1..=64 packages and >= 1 LP each",
+                cfg.num_packages, cfg.lps_per_package
+            ));
+        }
+        if cfg
+            .num_packages
+            .checked_mul(cfg.lps_per_package)
+            .is_none_or(|n| n > 4096)
+        {
+            return bad("more than 4096 logical processors".into());
+        }
+        if cfg.num_tdx_hkids < 2 || cfg.first_tdx_hkid == 0 {
+            return bad(format!(
+                "HKIDs {}+{}: need a first HKID > 0 and at least 2 private HKIDs",
+                cfg.first_tdx_hkid, cfg.num_tdx_hkids
+            ));
+        }
+        let Some(last_hkid) = cfg.first_tdx_hkid.checked_add(cfg.num_tdx_hkids - 1) else {
+            return bad("HKID range overflows 16 bits".into());
+        };
+        let key_bits = 16 - last_hkid.leading_zeros();
+        let hkid_shift = 52 - key_bits;
+        if cfg.memory_size > 1u64 << hkid_shift {
+            return bad(format!(
+                "memory_size reaches the HKID bits (bit {hkid_shift})"
+            ));
+        }
+        let cmrs = if cfg.cmrs.is_empty() {
+            if cfg.memory_size <= 1 << 20 {
+                return bad("memory_size must exceed 1 MiB for the default CMR".into());
+            }
+            vec![(1 << 20, cfg.memory_size - (1 << 20))]
+        } else {
+            cfg.cmrs.clone()
+        };
+        if cmrs.len() > 32 {
+            return bad(format!("{} CMRs (at most 32)", cmrs.len()));
+        }
+        let mut prev_end = 0u64;
+        for &(b, s) in &cmrs {
+            let end = b.checked_add(s);
+            if b % 4096 != 0
+                || s % 4096 != 0
+                || s == 0
+                || end.is_none_or(|e| e > cfg.memory_size)
+                || b < prev_end
+            {
+                return bad(format!(
+                    "CMR {b:#x}+{s:#x} is misaligned, empty, unordered or outside memory"
+                ));
+            }
+            prev_end = b + s;
+        }
+        let geo = Geometry {
+            first_hkid: cfg.first_tdx_hkid,
+            num_hkids: cfg.num_tdx_hkids,
+            hkid_shift,
+            num_packages: cfg.num_packages,
+            lps_per_package: cfg.lps_per_package,
+        };
+        let mem = PhysicalMemory::new(cfg.memory_size, cmrs)?;
+        Ok(Arc::new(EmulatedModule {
+            state: Mutex::new(State::new(&geo)),
+            geo,
+            mem,
+            faults: FaultInjector::default(),
+            mac_key: cfg.report_mac_key,
+        }))
+    }
+
+    /// Logical processor `index` (`None` if out of range).
+    pub fn lp(self: &Arc<Self>, index: u32) -> Option<LogicalProcessor> {
+        (index < self.num_lps()).then(|| LogicalProcessor {
+            module: Arc::clone(self),
+            index,
+        })
+    }
+
+    /// Number of logical processors.
+    pub fn num_lps(&self) -> u32 {
+        self.geo.num_packages * self.geo.lps_per_package
+    }
+
+    /// Package of LP `lp` (LPs are numbered package by package).
+    pub fn package_of(&self, lp: u32) -> u32 {
+        lp / self.geo.lps_per_package
+    }
+
+    /// Number of packages.
+    pub fn num_packages(&self) -> u32 {
+        self.geo.num_packages
+    }
+
+    /// First HKID bit of a physical address (`MAX_PA` 52 minus the KeyID bits).
+    pub fn hkid_shift(&self) -> u32 {
+        self.geo.hkid_shift
+    }
+
+    /// The host's view of physical memory.
+    pub fn physical_memory(&self) -> &PhysicalMemory {
+        &self.mem
+    }
+
+    /// The fault-injection knobs.
+    pub fn faults(&self) -> &FaultInjector {
+        &self.faults
+    }
+
+    /// The PAMT type of the 4 KiB page at `pa` (None outside TDMRs or before its PAMT block
+    /// is initialised).
+    pub fn page_type(&self, pa: u64) -> Option<PamtPageType> {
+        self.lock().pamt_of(pa).map(|e| PamtPageType(e.ty))
+    }
+
+    /// The PAMT owner (TDR PA) of the page at `pa`, if any.
+    pub fn page_owner(&self, pa: u64) -> Option<u64> {
+        self.lock().pamt_of(pa).map(|e| e.owner)
+    }
+
+    /// The KOT state of `hkid` (None if it is not a TDX private HKID).
+    pub fn hkid_state(&self, hkid: u16) -> Option<KotState> {
+        let st = self.lock();
+        if !self.geo.is_private_hkid(u64::from(hkid)) {
+            return None;
+        }
+        st.kot
+            .get(usize::from(hkid - self.geo.first_hkid))
+            .map(|k| KotState(k.state))
+    }
+
+    /// Number of try-locks currently held (0 between calls).
+    pub fn locks_held(&self) -> usize {
+        self.lock().locks.held()
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One SEAMCALL on LP `lp`.
+    pub(crate) fn seamcall_on(&self, lp: u32, regs: &mut Regs) -> TdxStatus {
+        let status = self.dispatch(lp, regs);
+        regs.rax = status.raw();
+        status
+    }
+
+    fn dispatch(&self, lp: u32, regs: &mut Regs) -> TdxStatus {
+        // tdx_vmm_dispatcher.c: leaf and version decode.
+        let rax = regs.rax;
+        if rax >> 24 != 0 {
+            return state::invalid(op::RAX);
+        }
+        let leaf_no = (rax & 0xFFFF) as u16;
+        let version = ((rax >> 16) & 0xFF) as u8;
+        let Some(handler) = handler_of(leaf_no) else {
+            return state::invalid(op::RAX);
+        };
+        if version > max_version(leaf_no) {
+            return state::invalid(op::RAX);
+        }
+        let mut ctx = Ctx {
+            lp,
+            pkg: self.package_of(lp),
+            version,
+            held: Held::default(),
+        };
+        let result = {
+            let mut st = self.lock();
+            let sys_leaf = matches!(
+                leaf_no,
+                leaf::SYS_INIT
+                    | leaf::SYS_LP_INIT
+                    | leaf::SYS_RD
+                    | leaf::SYS_RDALL
+                    | leaf::SYS_INFO
+                    | leaf::SYS_CONFIG
+                    | leaf::SYS_KEY_CONFIG
+                    | leaf::SYS_LP_SHUTDOWN
+            );
+            if !sys_leaf && st.sys != SysState::SysReady {
+                return codes::code(codes::SYS_NOT_READY);
+            }
+            if !sys_leaf && !st.lp_init.get(lp as usize).copied().unwrap_or(false) {
+                return codes::code(codes::SYS_LP_INIT_NOT_DONE);
+            }
+            if let Some(forced) = self.faults.take_seamcall(leaf_no) {
+                return forced;
+            }
+            let r = handler(self, &mut ctx, &mut st, regs);
+            if ctx.held.locks.is_empty() {
+                return r.unwrap_or_else(|e| e);
+            }
+            r
+        };
+        // The locks stay held for a short window after the effects (see `locks`).
+        std::thread::yield_now();
+        let mut st = self.lock();
+        ctx.held.release_all(&mut st.locks);
+        result.unwrap_or_else(|e| e)
+    }
+}
+
+type Handler = fn(&EmulatedModule, &mut Ctx, &mut State, &mut Regs) -> LeafResult;
+
+fn handler_of(leaf_no: u16) -> Option<Handler> {
+    use leaf::*;
+    Some(match leaf_no {
+        SYS_INIT => sys::tdh_sys_init,
+        SYS_LP_INIT => sys::tdh_sys_lp_init,
+        SYS_RD => sys::tdh_sys_rd,
+        SYS_RDALL => sys::tdh_sys_rdall,
+        SYS_CONFIG => sys::tdh_sys_config,
+        SYS_KEY_CONFIG => sys::tdh_sys_key_config,
+        SYS_TDMR_INIT => sys::tdh_sys_tdmr_init,
+        // TEMP MNG_CREATE => td::tdh_mng_create,
+        // TEMP MNG_KEY_CONFIG => td::tdh_mng_key_config,
+        // TEMP MNG_ADDCX => td::tdh_mng_addcx,
+        // TEMP MNG_INIT => td::tdh_mng_init,
+        // TEMP MNG_RD => td::tdh_mng_rd,
+        // TEMP MNG_WR => td::tdh_mng_wr,
+        // TEMP VP_CREATE => td::tdh_vp_create,
+        // TEMP VP_ADDCX => td::tdh_vp_addcx,
+        // TEMP VP_INIT => td::tdh_vp_init,
+        // TEMP VP_RD => td::tdh_vp_rd,
+        // TEMP VP_WR => td::tdh_vp_wr,
+        // TEMP VP_FLUSH => td::tdh_vp_flush,
+        // TEMP MNG_VPFLUSHDONE => td::tdh_mng_vpflushdone,
+        // TEMP PHYMEM_CACHE_WB => td::tdh_phymem_cache_wb,
+        // TEMP MNG_KEY_FREEID => td::tdh_mng_key_freeid,
+        // TEMP MNG_KEY_RECLAIMID => td::tdh_mng_key_reclaimid,
+        // TEMP PHYMEM_PAGE_RECLAIM => td::tdh_phymem_page_reclaim,
+        // TEMP PHYMEM_PAGE_WBINVD => td::tdh_phymem_page_wbinvd,
+        // TEMP PHYMEM_PAGE_RDMD => td::tdh_phymem_page_rdmd,
+        // TEMP MEM_SEPT_ADD => mem::tdh_mem_sept_add,
+        // TEMP MEM_PAGE_ADD => mem::tdh_mem_page_add,
+        // TEMP MR_EXTEND => mem::tdh_mr_extend,
+        // TEMP MR_FINALIZE => mem::tdh_mr_finalize,
+        // TEMP MEM_PAGE_AUG => mem::tdh_mem_page_aug,
+        // TEMP MEM_RANGE_BLOCK => mem::tdh_mem_range_block,
+        // TEMP MEM_RANGE_UNBLOCK => mem::tdh_mem_range_unblock,
+        // TEMP MEM_TRACK => mem::tdh_mem_track,
+        // TEMP MEM_PAGE_REMOVE => mem::tdh_mem_page_remove,
+        // TEMP MEM_SEPT_REMOVE => mem::tdh_mem_sept_remove,
+        // TEMP MEM_SEPT_RD => mem::tdh_mem_sept_rd,
+        // TEMP VP_ENTER => guest::tdh_vp_enter,
+        _ => return None,
+    })
+}
