@@ -14,7 +14,6 @@ macro_rules! codes {
 }
 
 codes! {
-    SUCCESS = 0x0000_0000u32;
     INTERRUPTED_RESUMABLE = 0x8000_0003u32;
     OPERAND_INVALID = 0xC000_0100u32;
     OPERAND_ADDR_RANGE_ERROR = 0xC000_0101u32;
@@ -45,7 +44,6 @@ codes! {
     WBCACHE_NOT_COMPLETE = 0x8000_0817u32;
     HKID_NOT_FREE = 0xC000_0820u32;
     NO_HKID_READY_TO_WBCACHE = 0x0000_0821u32;
-    WBCACHE_RESUME_ERROR = 0xC000_0823u32;
     FLUSHVP_NOT_DONE = 0x8000_0824u32;
     TDMR_ALREADY_INITIALIZED = 0x0000_0A03u32;
     EPT_WALK_FAILED = 0xC000_0B00u32;
@@ -59,9 +57,7 @@ codes! {
     EPT_PAGE_NOT_FREE = 0xC000_0B0Eu32;
     METADATA_FIELD_ID_INCORRECT = 0xC000_0C00u32;
     METADATA_FIELD_NOT_WRITABLE = 0xC000_0C01u32;
-    METADATA_FIELD_NOT_READABLE = 0xC000_0C02u32;
     METADATA_FIRST_FIELD_ID_IN_CONTEXT = 0x0000_0C0Bu32;
-    INVALID_REPORTMACSTRUCT = 0xC000_1001u32;
 }
 
 /// Operand ids (§4.3).
@@ -82,8 +78,6 @@ pub(crate) mod op {
     pub(crate) const IA32_ARCH_CAPABILITIES_CONFIG: u32 = 72;
     pub(crate) const TDR: u32 = 128;
     pub(crate) const SEPT_TREE: u32 = 146;
-    pub(crate) const SEPT_ENTRY: u32 = 147;
-    pub(crate) const RTMR: u32 = 168;
     pub(crate) const TD_EPOCH: u32 = 169;
     pub(crate) const OP_STATE: u32 = 172;
     pub(crate) const KOT: u32 = 186;
@@ -102,14 +96,4 @@ pub(crate) const fn with_operand(c: u64, operand: u32) -> TdxStatus {
 /// `Err` of [`with_operand`], for `?` in handlers.
 pub(crate) const fn err<T>(c: u64, operand: u32) -> Result<T, TdxStatus> {
     Err(with_operand(c, operand))
-}
-
-/// True when the status has the error bit (63) set.
-pub(crate) const fn is_error(s: TdxStatus) -> bool {
-    s.raw() >> 63 != 0
-}
-
-/// Bits 63:32 of a status, the code without details.
-pub(crate) const fn code_of(s: TdxStatus) -> u64 {
-    s.raw() & 0xFFFF_FFFF_0000_0000
 }

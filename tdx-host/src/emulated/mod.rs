@@ -31,26 +31,31 @@
 //!   `OPERAND_INVALID` + NUM_L2_VMS); the CPUID configuration check is the "configurable
 //!   bits" check against the emulator's CPUID_CONFIG table ([`sys`]); the per-leaf
 //!   consistency rules of `read_and_set_cpuid_configurations` are not reproduced.
-//! * The REPORTMACSTRUCT MAC is emulator-defined (HMAC-SHA-256, see the `guest` module).
+//! * The REPORTMACSTRUCT MAC is emulator-defined (HMAC-SHA-256, see [`guest`]).
 //! * Host-priority lock bits (BUSY_HOST_PRIORITY) are not modelled.
 //!
 //! # Contract deviations
 //! [`EmulatedModule::lp`] returns `Option<LogicalProcessor>` (None out of range).
 
-#![allow(dead_code)] // interim: the TD and memory leaves land in the next commits
-
 pub(crate) mod codes;
+pub mod guest;
+mod invariants;
 pub(crate) mod locks;
+mod mem;
 pub mod phys;
 pub(crate) mod sept;
 pub(crate) mod state;
 pub mod sys;
+mod td;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tdx_abi::call::{Regs, Seamcall};
 use tdx_abi::status::TdxStatus;
 
+pub use guest::{
+    EngineExit, EngineVcpu, ExecutionEngine, GuestAccessFault, ScriptedEngine, ScriptedVcpu,
+};
 pub use locks::{Fault, FaultInjector};
 pub use phys::{PhysMemError, PhysicalMemory};
 
@@ -224,6 +229,7 @@ pub struct EmulatedModule {
     pub(crate) state: Mutex<State>,
     pub(crate) faults: FaultInjector,
     pub(crate) mac_key: [u8; 32],
+    pub(crate) engine: RwLock<Arc<dyn ExecutionEngine>>,
 }
 
 /// One logical processor of the platform: issues SEAMCALLs with its LP index (SYS.LP.INIT,
@@ -355,6 +361,7 @@ impl EmulatedModule {
             mem,
             faults: FaultInjector::default(),
             mac_key: cfg.report_mac_key,
+            engine: RwLock::new(Arc::new(ScriptedEngine)),
         }))
     }
 
@@ -502,37 +509,40 @@ fn handler_of(leaf_no: u16) -> Option<Handler> {
         SYS_CONFIG => sys::tdh_sys_config,
         SYS_KEY_CONFIG => sys::tdh_sys_key_config,
         SYS_TDMR_INIT => sys::tdh_sys_tdmr_init,
-        // TEMP MNG_CREATE => td::tdh_mng_create,
-        // TEMP MNG_KEY_CONFIG => td::tdh_mng_key_config,
-        // TEMP MNG_ADDCX => td::tdh_mng_addcx,
-        // TEMP MNG_INIT => td::tdh_mng_init,
-        // TEMP MNG_RD => td::tdh_mng_rd,
-        // TEMP MNG_WR => td::tdh_mng_wr,
-        // TEMP VP_CREATE => td::tdh_vp_create,
-        // TEMP VP_ADDCX => td::tdh_vp_addcx,
-        // TEMP VP_INIT => td::tdh_vp_init,
-        // TEMP VP_RD => td::tdh_vp_rd,
-        // TEMP VP_WR => td::tdh_vp_wr,
-        // TEMP VP_FLUSH => td::tdh_vp_flush,
-        // TEMP MNG_VPFLUSHDONE => td::tdh_mng_vpflushdone,
-        // TEMP PHYMEM_CACHE_WB => td::tdh_phymem_cache_wb,
-        // TEMP MNG_KEY_FREEID => td::tdh_mng_key_freeid,
-        // TEMP MNG_KEY_RECLAIMID => td::tdh_mng_key_reclaimid,
-        // TEMP PHYMEM_PAGE_RECLAIM => td::tdh_phymem_page_reclaim,
-        // TEMP PHYMEM_PAGE_WBINVD => td::tdh_phymem_page_wbinvd,
-        // TEMP PHYMEM_PAGE_RDMD => td::tdh_phymem_page_rdmd,
-        // TEMP MEM_SEPT_ADD => mem::tdh_mem_sept_add,
-        // TEMP MEM_PAGE_ADD => mem::tdh_mem_page_add,
-        // TEMP MR_EXTEND => mem::tdh_mr_extend,
-        // TEMP MR_FINALIZE => mem::tdh_mr_finalize,
-        // TEMP MEM_PAGE_AUG => mem::tdh_mem_page_aug,
-        // TEMP MEM_RANGE_BLOCK => mem::tdh_mem_range_block,
-        // TEMP MEM_RANGE_UNBLOCK => mem::tdh_mem_range_unblock,
-        // TEMP MEM_TRACK => mem::tdh_mem_track,
-        // TEMP MEM_PAGE_REMOVE => mem::tdh_mem_page_remove,
-        // TEMP MEM_SEPT_REMOVE => mem::tdh_mem_sept_remove,
-        // TEMP MEM_SEPT_RD => mem::tdh_mem_sept_rd,
-        // TEMP VP_ENTER => guest::tdh_vp_enter,
+        MNG_CREATE => td::tdh_mng_create,
+        MNG_KEY_CONFIG => td::tdh_mng_key_config,
+        MNG_ADDCX => td::tdh_mng_addcx,
+        MNG_INIT => td::tdh_mng_init,
+        MNG_RD => td::tdh_mng_rd,
+        MNG_WR => td::tdh_mng_wr,
+        VP_CREATE => td::tdh_vp_create,
+        VP_ADDCX => td::tdh_vp_addcx,
+        VP_INIT => td::tdh_vp_init,
+        VP_RD => td::tdh_vp_rd,
+        VP_WR => td::tdh_vp_wr,
+        VP_FLUSH => td::tdh_vp_flush,
+        MNG_VPFLUSHDONE => td::tdh_mng_vpflushdone,
+        PHYMEM_CACHE_WB => td::tdh_phymem_cache_wb,
+        MNG_KEY_FREEID => td::tdh_mng_key_freeid,
+        MNG_KEY_RECLAIMID => td::tdh_mng_key_reclaimid,
+        PHYMEM_PAGE_RECLAIM => td::tdh_phymem_page_reclaim,
+        PHYMEM_PAGE_WBINVD => td::tdh_phymem_page_wbinvd,
+        PHYMEM_PAGE_RDMD => td::tdh_phymem_page_rdmd,
+        MEM_SEPT_ADD => mem::tdh_mem_sept_add,
+        MEM_PAGE_ADD => mem::tdh_mem_page_add,
+        MR_EXTEND => mem::tdh_mr_extend,
+        MR_FINALIZE => mem::tdh_mr_finalize,
+        MEM_PAGE_AUG => mem::tdh_mem_page_aug,
+        MEM_RANGE_BLOCK => mem::tdh_mem_range_block,
+        MEM_RANGE_UNBLOCK => mem::tdh_mem_range_unblock,
+        MEM_TRACK => mem::tdh_mem_track,
+        MEM_PAGE_REMOVE => mem::tdh_mem_page_remove,
+        MEM_SEPT_REMOVE => mem::tdh_mem_sept_remove,
+        MEM_SEPT_RD => mem::tdh_mem_sept_rd,
+        VP_ENTER => guest::tdh_vp_enter,
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -62,7 +62,6 @@ pub(crate) mod vs {
     pub(crate) const UNINITIALIZED: u8 = 0x0;
     pub(crate) const READY: u8 = 0x2;
     pub(crate) const ACTIVE: u8 = 0x4;
-    pub(crate) const DISABLED: u8 = 0x8;
 }
 
 /// One PAMT entry (4 KiB granularity; a 2 MiB page marks its 512 entries with size 1).
@@ -179,7 +178,6 @@ pub(crate) struct Td {
     pub(crate) pkg_config_bitmap: u64,
     pub(crate) tdcx: Vec<u64>,
     pub(crate) chldcnt: u64,
-    pub(crate) uuid: [u8; 32],
     // TDCS
     pub(crate) op_state: u8,
     pub(crate) config: TdConfig,
@@ -196,7 +194,7 @@ pub(crate) struct Td {
 }
 
 impl Td {
-    pub(crate) fn new(hkid: u16, uuid: [u8; 32]) -> Self {
+    pub(crate) fn new(hkid: u16) -> Self {
         Td {
             fatal: false,
             lifecycle: lc::HKID_ASSIGNED,
@@ -204,7 +202,6 @@ impl Td {
             pkg_config_bitmap: 0,
             tdcx: Vec::new(),
             chldcnt: 0,
-            uuid,
             op_state: ops::UNINITIALIZED,
             config: TdConfig::default(),
             td_ctls: 0,
@@ -244,12 +241,9 @@ pub(crate) struct State {
     pub(crate) tdmrs: Vec<Tdmr>,
     pub(crate) global_hkid: Option<u16>,
     pub(crate) kot: Vec<KotEntry>,
-    /// Per package: CACHE.WB in progress (resumable).
-    pub(crate) cache_wb_in_progress: Vec<bool>,
     pub(crate) tds: BTreeMap<u64, Td>,
     pub(crate) vcpus: BTreeMap<u64, Vcpu>,
     pub(crate) locks: LockTable,
-    pub(crate) uuid_counter: u64,
 }
 
 /// Platform constants the state needs.
@@ -294,11 +288,9 @@ impl State {
             tdmrs: Vec::new(),
             global_hkid: None,
             kot: vec![KotEntry::default(); g.num_hkids as usize],
-            cache_wb_in_progress: vec![false; g.num_packages as usize],
             tds: BTreeMap::new(),
             vcpus: BTreeMap::new(),
             locks: LockTable::default(),
-            uuid_counter: 0,
         }
     }
 

@@ -1,0 +1,604 @@
+//! Secure-EPT and memory leaves: MEM.SEPT.ADD/REMOVE/RD, MEM.PAGE.ADD/AUG/REMOVE,
+//! MEM.RANGE.BLOCK/UNBLOCK, MEM.TRACK, MR.EXTEND, MR.FINALIZE.
+//!
+//! On S-EPT failures (EPT_WALK_FAILED, EPT_ENTRY_STATE_INCORRECT) RCX = the architectural
+//! S-EPT entry and RDX = level (bits 2:0) | public state (bits 15:8) of the entry where the
+//! walk stopped or of the target entry (`set_arch_septe_details_in_vmm_regs`).
+
+use tdx_abi::call::Regs;
+use tdx_abi::gpa::Gpa;
+use tdx_abi::status::TdxStatus;
+
+use super::codes::{self, op};
+use super::locks::{LockKey, Mode};
+use super::sept::{self, St, Walk};
+use super::state::{ops, pt, State, Td};
+use super::{Ctx, EmulatedModule, LeafResult};
+
+/// OP_STATEs in which a leaf is legal (§7.3; only 0..=2 occur without migration).
+const I: &[u8] = &[ops::INITIALIZED];
+const I_R: &[u8] = &[ops::INITIALIZED, ops::RUNNABLE, 3, 9];
+const SEPT_ADD_STATES: &[u8] = &[1, 2, 3, 6, 7, 8, 9];
+const BLOCK_STATES: &[u8] = &[1, 2, 3, 4, 5, 8, 9];
+const REMOVE_STATES: &[u8] = &[1, 2, 3, 4, 5, 8, 9, 10];
+const TRACK_STATES: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8, 9];
+const ALL_BUT_U: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+
+/// OP_STATEs that require blocking + TLB tracking before removal (RUNNABLE, LIVE_EXPORT,
+/// LIVE_IMPORT).
+fn tracking_required(op_state: u8) -> bool {
+    matches!(op_state, 2 | 3 | 9)
+}
+
+fn ok() -> LeafResult {
+    Ok(TdxStatus::SUCCESS)
+}
+
+/// Decodes and checks a GPA+level operand (`verify_page_info_input` and
+/// `check_gpa_validity`): reserved bits 11:3 and 63:52 zero, level in range, GPA aligned to
+/// the level, private (shared bit clear) and below GPAW. Failure: OPERAND_INVALID(RCX).
+fn gpa_level(td: &Td, raw: u64, min: u8, max: u8) -> Result<(u64, u8), TdxStatus> {
+    if raw & 0xFF8 != 0 || raw >> 52 != 0 {
+        return codes::err(codes::OPERAND_INVALID, op::RCX);
+    }
+    let level = (raw & 7) as u8;
+    if level < min || level > max {
+        return codes::err(codes::OPERAND_INVALID, op::RCX);
+    }
+    let gpa = raw & sept::HPA_MASK;
+    let size_mask = (1u64 << (12 + 9 * u32::from(level))) - 1;
+    if gpa & size_mask != 0 {
+        return codes::err(codes::OPERAND_INVALID, op::RCX);
+    }
+    check_private_gpa(td, gpa)?;
+    Ok((gpa, level))
+}
+
+fn check_private_gpa(td: &Td, gpa: u64) -> Result<(), TdxStatus> {
+    let bits = if td.config.gpaw52 { 52 } else { 48 };
+    if gpa >> bits != 0 || gpa & (1u64 << (bits - 1)) != 0 {
+        return codes::err(codes::OPERAND_INVALID, op::RCX);
+    }
+    Ok(())
+}
+
+/// A failing S-EPT status with the entry details in RCX/RDX.
+fn sept_fail(regs: &mut Regs, code: u64, level: u8, entry: u64) -> TdxStatus {
+    regs.rcx = sept::arch_entry(entry);
+    regs.rdx = sept::level_state(level, entry);
+    codes::with_operand(code, op::RCX)
+}
+
+/// The target entry of a leaf, found and entry-locked.
+struct Target {
+    table: u64,
+    idx: usize,
+    entry: u64,
+    gpa: u64,
+}
+
+/// Walks to the entry for (`gpa`, `level`) and takes its entry lock
+/// (`lock_sept_check_and_walk_private_gpa` + `sept_lock_acquire_host`).
+fn walk_and_lock(
+    st: &mut State,
+    ctx: &mut Ctx,
+    tdr: u64,
+    gpa: u64,
+    level: u8,
+    regs: &mut Regs,
+) -> Result<Target, TdxStatus> {
+    match st.td(tdr).sept.walk(gpa, level) {
+        Walk::Failed { level: l, entry } => Err(sept_fail(regs, codes::EPT_WALK_FAILED, l, entry)),
+        Walk::Found { table, idx, entry } => {
+            ctx.held.lock(
+                &mut st.locks,
+                LockKey::SeptEntry(tdr, gpa, level),
+                Mode::Exclusive,
+                op::RCX,
+            )?;
+            Ok(Target {
+                table,
+                idx,
+                entry,
+                gpa,
+            })
+        }
+    }
+}
+
+fn lock_sept_tree(st: &mut State, ctx: &mut Ctx, tdr: u64, mode: Mode) -> Result<(), TdxStatus> {
+    ctx.held
+        .lock(&mut st.locks, LockKey::SeptTree(tdr), mode, op::SEPT_TREE)
+}
+
+/// Number of 4K pages of a leaf at `level`.
+fn pages_of(level: u8) -> u64 {
+    1u64 << (9 * u32::from(level))
+}
+
+/// TDH.MEM.SEPT.ADD (`tdh_mem_sept_add.c`): RCX = GPA+lvl of the entry that will point to
+/// the new table, RDX = TDR (v1: bit 0 = allow an existing NL_MAPPED entry), R8 = new page.
+pub(crate) fn tdh_mem_sept_add(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let allow_existing = ctx.version >= 1 && regs.rdx & 1 != 0;
+    let tdr_pa = if ctx.version >= 1 {
+        regs.rdx & !1
+    } else {
+        regs.rdx
+    };
+    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, tdr_pa, op::RDX, Mode::Shared)?;
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), SEPT_ADD_STATES)?;
+    let root = st.td(tdr).sept.root_level;
+    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 1, root)?;
+    lock_sept_tree(st, ctx, tdr, Mode::Shared)?;
+    let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
+    match sept::state(t.entry) {
+        St::Free => {}
+        St::NlMapped if allow_existing => return ok(),
+        _ => {
+            return Err(sept_fail(
+                regs,
+                codes::EPT_ENTRY_STATE_INCORRECT,
+                level,
+                t.entry,
+            ))
+        }
+    }
+    let page = regs.r8;
+    st.lock_explicit_page(
+        &m.geo,
+        &mut ctx.held,
+        page,
+        op::R8,
+        Mode::Exclusive,
+        pt::NDA,
+    )?;
+    m.mem.clear_poison(page, 1);
+    st.set_pages(&m.mem, page, 1, pt::EPT, tdr, 0);
+    st.chld_add(tdr, 1);
+    let td = st.td_mut(tdr);
+    td.sept
+        .tables
+        .insert(page, Box::new([sept::FREE_ENTRY; 512]));
+    td.sept.set(t.table, t.idx, sept::nl_mapped(page));
+    ok()
+}
+
+/// TDH.MEM.PAGE.ADD (`tdh_mem_page_add.c`): RCX = GPA (level 0), RDX = TDR, R8 = target
+/// page, R9 = source page (shared). Copies the source, maps the GPA, extends MRTD with the
+/// "MEM.PAGE.ADD" block.
+pub(crate) fn tdh_mem_page_add(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Exclusive)?;
+    st.check_td_state(&mut ctx.held, tdr, None, I)?;
+    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, 0)?;
+    let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
+    if sept::state(t.entry) != St::Free {
+        return Err(sept_fail(
+            regs,
+            codes::EPT_ENTRY_STATE_INCORRECT,
+            level,
+            t.entry,
+        ));
+    }
+    let src = regs.r9;
+    if src & 0xFFF != 0 || m.geo.has_hkid_bits(src) || src >= m.mem.size() {
+        return codes::err(codes::OPERAND_INVALID, op::R9);
+    }
+    if st
+        .pamt_of(src)
+        .is_some_and(|e| e.ty != pt::NDA && e.ty != pt::RSVD)
+    {
+        // A private page is not a shared source.
+        return codes::err(codes::OPERAND_INVALID, op::R9);
+    }
+    let page = regs.r8;
+    st.lock_explicit_page(
+        &m.geo,
+        &mut ctx.held,
+        page,
+        op::R8,
+        Mode::Exclusive,
+        pt::NDA,
+    )?;
+    let mut buf = [0u8; 4096];
+    if m.mem.raw_read(src, &mut buf).is_err() || m.mem.raw_write(page, &buf).is_err() {
+        return codes::err(codes::OPERAND_ADDR_RANGE_ERROR, op::R8);
+    }
+    m.mem.clear_poison(page, 1);
+    st.set_pages(&m.mem, page, 1, pt::REG, tdr, 0);
+    st.chld_add(tdr, 1);
+    let td = st.td_mut(tdr);
+    td.sept.set(t.table, t.idx, sept::mapped(page));
+    if let Some(b) = td.mrtd_builder.as_mut() {
+        let _ = b.mem_page_add(Gpa(gpa));
+    }
+    ok()
+}
+
+/// Finds the leaf mapping `gpa` (any level) without locks.
+fn find_leaf(td: &Td, gpa: u64) -> Result<(u8, u64), (u8, u64)> {
+    let mut level = td.sept.root_level;
+    loop {
+        match td.sept.walk(gpa, level) {
+            Walk::Failed { level, entry } => return Err((level, entry)),
+            Walk::Found { entry, .. } => {
+                let s = sept::state(entry);
+                if s.is_nl() && level > 0 {
+                    level -= 1;
+                    continue;
+                }
+                if s.is_leaf() {
+                    return Ok((level, entry));
+                }
+                return Err((level, entry));
+            }
+        }
+    }
+}
+
+/// TDH.MR.EXTEND (`tdh_mr_extend.c`): RCX = GPA (256-byte aligned, in a MAPPED page), RDX =
+/// TDR. Extends MRTD with the header block and the 256 bytes. No leaf on the walk →
+/// EPT_ENTRY_NOT_PRESENT(RCX) with the entry details; a leaf not MAPPED →
+/// EPT_ENTRY_NOT_PRESENT.
+pub(crate) fn tdh_mr_extend(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Exclusive)?;
+    st.check_td_state(&mut ctx.held, tdr, None, I)?;
+    let gpa = regs.rcx;
+    if gpa % 256 != 0 {
+        return codes::err(codes::OPERAND_INVALID, op::RCX);
+    }
+    check_private_gpa(st.td(tdr), gpa)?;
+    let (level, entry) = match find_leaf(st.td(tdr), gpa) {
+        Ok(x) => x,
+        // The walk to the leaf failed: EPT_ENTRY_NOT_PRESENT(RCX) with the details.
+        Err((l, e)) => return Err(sept_fail(regs, codes::EPT_ENTRY_NOT_PRESENT, l, e)),
+    };
+    if sept::state(entry) != St::Mapped {
+        return Err(codes::code(codes::EPT_ENTRY_NOT_PRESENT));
+    }
+    let offset = gpa & ((1u64 << (12 + 9 * u32::from(level))) - 1);
+    let hpa = sept::hpa(entry) + offset;
+    let mut chunk = [0u8; 256];
+    if m.mem.raw_read(hpa, &mut chunk).is_err() {
+        return codes::err(codes::OPERAND_ADDR_RANGE_ERROR, op::RCX);
+    }
+    if m.mem.is_poisoned(hpa & !0xFFF) {
+        st.td_mut(tdr).fatal = true;
+        return Err(codes::code(codes::TD_FATAL));
+    }
+    if let Some(b) = st.td_mut(tdr).mrtd_builder.as_mut() {
+        let _ = b.mr_extend(Gpa(gpa), &chunk);
+    }
+    ok()
+}
+
+/// TDH.MR.FINALIZE (`tdh_mr_finalize.c`): RCX = TDR. Needs at least one initialised vCPU.
+pub(crate) fn tdh_mr_finalize(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rcx, op::RCX, Mode::Exclusive)?;
+    st.check_td_state(&mut ctx.held, tdr, None, I)?;
+    let td = st.td_mut(tdr);
+    if td.num_vcpus == 0 {
+        return Err(codes::code(codes::NO_VCPUS));
+    }
+    if let Some(b) = td.mrtd_builder.take() {
+        td.mrtd = b.finalize();
+    }
+    td.op_state = ops::RUNNABLE;
+    ok()
+}
+
+/// TDH.MEM.PAGE.AUG (`tdh_mem_page_aug.c`): RCX = GPA+lvl (4K or 2M), RDX = TDR, R8 = page.
+/// The entry becomes PENDING; the page contents are not cleared (TDG.MEM.PAGE.ACCEPT does).
+pub(crate) fn tdh_mem_page_aug(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Shared)?;
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), I_R)?;
+    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, 1)?;
+    lock_sept_tree(st, ctx, tdr, Mode::Shared)?;
+    let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
+    if !matches!(sept::state(t.entry), St::Free | St::Removed) {
+        return Err(sept_fail(
+            regs,
+            codes::EPT_ENTRY_STATE_INCORRECT,
+            level,
+            t.entry,
+        ));
+    }
+    // check_and_lock_free_range_hpa: aligned to the page size, every 4K entry free.
+    let page = regs.r8;
+    let n = pages_of(level);
+    if page & (n * 4096 - 1) != 0 || m.geo.has_hkid_bits(page) {
+        return codes::err(codes::OPERAND_INVALID, op::R8);
+    }
+    for i in 0..n {
+        let Some(loc) = page.checked_add(i * 4096).and_then(|p| st.pamt_loc(p)) else {
+            return codes::err(codes::OPERAND_ADDR_RANGE_ERROR, op::R8);
+        };
+        if i == 0 {
+            ctx.held
+                .lock(&mut st.locks, LockKey::Page(page), Mode::Exclusive, op::R8)?;
+        }
+        if st.pamt(loc).ty != pt::NDA {
+            return codes::err(codes::PAGE_METADATA_INCORRECT, op::R8);
+        }
+    }
+    st.set_pages(&m.mem, page, n, pt::REG, tdr, level);
+    st.chld_add(tdr, n);
+    let sve = st.td(tdr).config.attributes & (1 << 28) != 0;
+    st.td_mut(tdr)
+        .sept
+        .set(t.table, t.idx, sept::pending(page, sve));
+    ok()
+}
+
+/// The PAMT BEPOCH of the page an entry maps (leaf page or child S-EPT page).
+fn bepoch_of(st: &State, entry: u64) -> u64 {
+    st.pamt_of(sept::hpa(entry)).map_or(0, |e| e.bepoch)
+}
+
+fn set_bepoch(st: &mut State, entry: u64, level: u8, epoch: u64) {
+    let base = sept::hpa(entry);
+    let n = if sept::state(entry).is_leaf() {
+        pages_of(level)
+    } else {
+        1
+    };
+    for i in 0..n {
+        if let Some(loc) = st.pamt_loc(base + i * 4096) {
+            st.pamt_mut(loc).bepoch = epoch;
+        }
+    }
+}
+
+/// TDH.MEM.RANGE.BLOCK (`tdh_mem_range_block.c`): RCX = GPA+lvl, RDX = TDR.
+pub(crate) fn tdh_mem_range_block(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Shared)?;
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), BLOCK_STATES)?;
+    let root = st.td(tdr).sept.root_level;
+    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, root)?;
+    lock_sept_tree(st, ctx, tdr, Mode::Exclusive)?;
+    let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
+    match sept::state(t.entry) {
+        St::NlMapped | St::Mapped | St::BlockedW | St::Pending | St::PendingBlockedW => {}
+        St::Blocked | St::NlBlocked | St::PendingBlocked => {
+            return Ok(codes::code(codes::GPA_RANGE_ALREADY_BLOCKED));
+        }
+        _ => {
+            return Err(sept_fail(
+                regs,
+                codes::EPT_ENTRY_STATE_INCORRECT,
+                level,
+                t.entry,
+            ))
+        }
+    }
+    let epoch = st.td(tdr).td_epoch;
+    set_bepoch(st, t.entry, level, epoch);
+    st.td_mut(tdr)
+        .sept
+        .set(t.table, t.idx, sept::blocked(t.entry));
+    ok()
+}
+
+/// TDH.MEM.RANGE.UNBLOCK (`tdh_mem_range_unblock.c`): RCX = GPA+lvl, RDX = TDR.
+pub(crate) fn tdh_mem_range_unblock(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Shared)?;
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), BLOCK_STATES)?;
+    let root = st.td(tdr).sept.root_level;
+    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, root)?;
+    lock_sept_tree(st, ctx, tdr, Mode::Exclusive)?;
+    let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
+    if !matches!(
+        sept::state(t.entry),
+        St::NlBlocked | St::Blocked | St::PendingBlocked
+    ) {
+        return Err(sept_fail(
+            regs,
+            codes::EPT_ENTRY_STATE_INCORRECT,
+            level,
+            t.entry,
+        ));
+    }
+    let td = st.td(tdr);
+    if tracking_required(td.op_state) && !td.is_tracked(bepoch_of(st, t.entry)) {
+        return Err(codes::code(codes::TLB_TRACKING_NOT_DONE));
+    }
+    st.td_mut(tdr)
+        .sept
+        .set(t.table, t.idx, sept::unblocked(t.entry));
+    ok()
+}
+
+/// TDH.MEM.TRACK (`tdh_mem_track.c`): RCX = TDR. Increments the TD epoch unless vCPUs still
+/// run in the previous one.
+pub(crate) fn tdh_mem_track(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rcx, op::RCX, Mode::Shared)?;
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), TRACK_STATES)?;
+    ctx.held.lock(
+        &mut st.locks,
+        LockKey::Epoch(tdr),
+        Mode::Exclusive,
+        op::TD_EPOCH,
+    )?;
+    let td = st.td_mut(tdr);
+    let prev = td.td_epoch.wrapping_sub(1);
+    if td.refcount[(prev & 1) as usize] != 0 {
+        return Err(codes::code(codes::PREVIOUS_TLB_EPOCH_BUSY));
+    }
+    td.td_epoch += 1;
+    ok()
+}
+
+/// TDH.MEM.PAGE.REMOVE (`tdh_mem_page_remove.c`): RCX = GPA+lvl (0..2), RDX = TDR. While
+/// RUNNABLE the leaf must be blocked and TLB-tracked.
+pub(crate) fn tdh_mem_page_remove(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Shared)?;
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), REMOVE_STATES)?;
+    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, 2)?;
+    lock_sept_tree(st, ctx, tdr, Mode::Shared)?;
+    let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
+    let s = sept::state(t.entry);
+    if !s.is_leaf() {
+        return Err(sept_fail(
+            regs,
+            codes::EPT_ENTRY_STATE_INCORRECT,
+            level,
+            t.entry,
+        ));
+    }
+    let page = sept::hpa(t.entry);
+    ctx.held
+        .lock(&mut st.locks, LockKey::Page(page), Mode::Exclusive, op::RCX)?;
+    let td = st.td(tdr);
+    if tracking_required(td.op_state) {
+        if !matches!(s, St::Blocked | St::PendingBlocked) {
+            return Err(sept_fail(
+                regs,
+                codes::GPA_RANGE_NOT_BLOCKED,
+                level,
+                t.entry,
+            ));
+        }
+        if !td.is_tracked(bepoch_of(st, t.entry)) {
+            return Err(sept_fail(
+                regs,
+                codes::TLB_TRACKING_NOT_DONE,
+                level,
+                t.entry,
+            ));
+        }
+    }
+    let n = pages_of(level);
+    st.set_pages(&m.mem, page, n, pt::NDA, 0, 0);
+    st.chld_sub(tdr, n);
+    st.td_mut(tdr).sept.set(t.table, t.idx, sept::FREE_ENTRY);
+    regs.rcx = sept::arch_entry(t.entry);
+    regs.rdx = sept::level_state(level, t.entry);
+    let _ = t.gpa;
+    ok()
+}
+
+/// TDH.MEM.SEPT.REMOVE (`tdh_mem_sept_remove.c`): RCX = GPA+lvl of the entry pointing to the
+/// table to remove, RDX = TDR. The table's 512 entries must all be FREE.
+pub(crate) fn tdh_mem_sept_remove(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Shared)?;
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), ALL_BUT_U)?;
+    let root = st.td(tdr).sept.root_level;
+    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 1, root)?;
+    lock_sept_tree(st, ctx, tdr, Mode::Exclusive)?;
+    let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
+    let s = sept::state(t.entry);
+    if !s.is_nl() {
+        return Err(sept_fail(
+            regs,
+            codes::EPT_ENTRY_STATE_INCORRECT,
+            level,
+            t.entry,
+        ));
+    }
+    let td = st.td(tdr);
+    if tracking_required(td.op_state) {
+        if s != St::NlBlocked {
+            return Err(sept_fail(
+                regs,
+                codes::GPA_RANGE_NOT_BLOCKED,
+                level,
+                t.entry,
+            ));
+        }
+        if !td.is_tracked(bepoch_of(st, t.entry)) {
+            return Err(sept_fail(
+                regs,
+                codes::TLB_TRACKING_NOT_DONE,
+                level,
+                t.entry,
+            ));
+        }
+    }
+    let child = sept::hpa(t.entry);
+    let all_free = td
+        .sept
+        .tables
+        .get(&child)
+        .is_none_or(|c| c.iter().all(|e| sept::state(*e) == St::Free));
+    if !all_free {
+        return Err(sept_fail(regs, codes::EPT_PAGE_NOT_FREE, level, t.entry));
+    }
+    st.set_pages(&m.mem, child, 1, pt::NDA, 0, 0);
+    st.chld_sub(tdr, 1);
+    let td = st.td_mut(tdr);
+    td.sept.tables.remove(&child);
+    td.sept.set(t.table, t.idx, sept::FREE_ENTRY);
+    ok()
+}
+
+/// TDH.MEM.SEPT.RD (`tdh_mem_sept_rd.c`): RCX = GPA+lvl, RDX = TDR → RCX = architectural
+/// entry, RDX = level | state << 8.
+pub(crate) fn tdh_mem_sept_rd(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Shared)?;
+    st.check_td_state(&mut ctx.held, tdr, None, ALL_BUT_U)?;
+    let root = st.td(tdr).sept.root_level;
+    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, root)?;
+    lock_sept_tree(st, ctx, tdr, Mode::Shared)?;
+    match st.td(tdr).sept.walk(gpa, level) {
+        Walk::Failed { level: l, entry } => Err(sept_fail(regs, codes::EPT_WALK_FAILED, l, entry)),
+        Walk::Found { entry, .. } => {
+            regs.rcx = sept::arch_entry(entry);
+            regs.rdx = sept::level_state(level, entry);
+            ok()
+        }
+    }
+}
