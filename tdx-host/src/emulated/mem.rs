@@ -389,7 +389,10 @@ pub(crate) fn tdh_mem_range_block(
     match sept::state(t.entry) {
         St::NlMapped | St::Mapped | St::BlockedW | St::Pending | St::PendingBlockedW => {}
         St::Blocked | St::NlBlocked | St::PendingBlocked => {
-            return Ok(codes::code(codes::GPA_RANGE_ALREADY_BLOCKED));
+            return Ok(codes::with_operand(
+                codes::GPA_RANGE_ALREADY_BLOCKED,
+                op::RCX,
+            ));
         }
         _ => {
             return Err(sept_fail(

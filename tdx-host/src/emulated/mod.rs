@@ -17,8 +17,9 @@
 //! limits). The dispatcher decodes RAX as the module does: bits 63:24 non-zero, an unknown
 //! leaf or a version above the leaf's maximum → `TDX_OPERAND_INVALID` (operand RAX); every
 //! leaf except the SYS init/enumeration family → `TDX_SYS_NOT_READY` until the last
-//! TDH.SYS.KEY.CONFIG; any leaf on an LP without TDH.SYS.LP.INIT →
-//! `TDX_SYS_LP_INIT_NOT_DONE`.
+//! TDH.SYS.KEY.CONFIG (in that order, as `tdx_vmm_dispatcher.c`: an unknown leaf number is
+//! refused only after the readiness check). SYS.RD/RDALL check TDH.SYS.LP.INIT on the calling
+//! LP themselves; every other LP is initialised before SYS.CONFIG can succeed.
 //!
 //! Locks are try-locks (see the `locks` module): contention returns `TDX_OPERAND_BUSY` with the
 //! operand id; [`FaultInjector`] forces BUSY / INTERRUPTED_RESUMABLE deterministically.
@@ -106,6 +107,7 @@ pub(crate) mod leaf {
     pub(crate) const VP_WR: u16 = 43;
     pub(crate) const SYS_LP_SHUTDOWN: u16 = 44;
     pub(crate) const SYS_CONFIG: u16 = 45;
+    pub(crate) const SYS_UPDATE: u16 = 53;
 }
 
 /// Configuration of the emulated platform.
@@ -449,9 +451,6 @@ impl EmulatedModule {
         }
         let leaf_no = (rax & 0xFFFF) as u16;
         let version = ((rax >> 16) & 0xFF) as u8;
-        let Some(handler) = handler_of(leaf_no) else {
-            return state::invalid(op::RAX);
-        };
         if version > max_version(leaf_no) {
             return state::invalid(op::RAX);
         }
@@ -463,6 +462,8 @@ impl EmulatedModule {
         };
         let result = {
             let mut st = self.lock();
+            // Before SYS_READY only the SYS init/enumeration leaves pass (an unknown leaf
+            // number included: it is refused after this check).
             let sys_leaf = matches!(
                 leaf_no,
                 leaf::SYS_INIT
@@ -473,13 +474,14 @@ impl EmulatedModule {
                     | leaf::SYS_CONFIG
                     | leaf::SYS_KEY_CONFIG
                     | leaf::SYS_LP_SHUTDOWN
+                    | leaf::SYS_UPDATE
             );
             if !sys_leaf && st.sys != SysState::SysReady {
                 return codes::code(codes::SYS_NOT_READY);
             }
-            if !sys_leaf && !st.lp_init.get(lp as usize).copied().unwrap_or(false) {
-                return codes::code(codes::SYS_LP_INIT_NOT_DONE);
-            }
+            let Some(handler) = handler_of(leaf_no) else {
+                return state::invalid(op::RAX);
+            };
             if let Some(forced) = self.faults.take_seamcall(leaf_no) {
                 return forced;
             }

@@ -194,12 +194,13 @@ pub(crate) fn tdh_sys_rd(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
+    let field = regs.rdx;
+    regs.rdx = u64::MAX;
+    regs.r8 = 0;
     if st.sys == SysState::SysinitPending || !lp_init_done(st, ctx) {
         return Err(codes::code(codes::SYS_LP_INIT_NOT_DONE));
     }
     let md = sys_metadata(m);
-    let field = regs.rdx;
-    regs.r8 = 0;
     // An all-ones ID (context bits ignored) asks for the first field.
     if field | (0x7 << 52) == u64::MAX {
         regs.rdx = md[0].0;
@@ -207,14 +208,14 @@ pub(crate) fn tdh_sys_rd(
     }
     let Some(norm) = normalize_field_id(field) else {
         regs.rdx = u64::MAX;
-        return codes::err(codes::METADATA_FIELD_ID_INCORRECT, op::RDX);
+        return Err(codes::code(codes::METADATA_FIELD_ID_INCORRECT));
     };
     let Some(pos) = md
         .iter()
         .position(|(id, _)| normalize_field_id(*id) == Some(norm))
     else {
         regs.rdx = u64::MAX;
-        return codes::err(codes::METADATA_FIELD_ID_INCORRECT, op::RDX);
+        return Err(codes::code(codes::METADATA_FIELD_ID_INCORRECT));
     };
     regs.r8 = md[pos].1;
     regs.rdx = md.get(pos + 1).map_or(u64::MAX, |x| x.0);
@@ -247,14 +248,14 @@ pub(crate) fn tdh_sys_rdall(
         0
     } else {
         let Some(norm) = normalize_field_id(regs.r8) else {
-            return codes::err(codes::METADATA_FIELD_ID_INCORRECT, op::R8);
+            return Err(codes::code(codes::METADATA_FIELD_ID_INCORRECT));
         };
         match md
             .iter()
             .position(|(id, _)| normalize_field_id(*id) == Some(norm))
         {
             Some(p) => p,
-            None => return codes::err(codes::METADATA_FIELD_ID_INCORRECT, op::R8),
+            None => return Err(codes::code(codes::METADATA_FIELD_ID_INCORRECT)),
         }
     };
     let mut buf = vec![0u8; 4096];
@@ -528,7 +529,11 @@ pub(crate) mod tests {
         assert_eq!(call(&lp, 36, |_| {}).0, 0xC000_0505_0000_0000);
         assert_eq!(call(&lp, 1 << 24 | 33, |_| {}).0, 0xC000_0100_0000_0000);
         assert_eq!(call(&lp, 1 << 16 | 33, |_| {}).0, 0xC000_0100_0000_0000);
-        assert_eq!(call(&lp, 0xFFFF, |_| {}).0, 0xC000_0100_0000_0000);
+        assert_eq!(
+            call(&lp, 0xFFFF, |_| {}).0,
+            0xC000_0505_0000_0000,
+            "unknown leaf: readiness first"
+        );
         assert_eq!(call(&lp, 33, |r| r.rcx = 1).0, 0xC000_0100_0000_0001);
         assert_eq!(call(&lp, 33, |_| {}).0, 0);
         assert_eq!(call(&lp, 33, |_| {}).0, 0xC000_0500_0000_0000);
@@ -561,7 +566,7 @@ pub(crate) mod tests {
         let (s, r) = call(&lp, 34, |r| r.rdx = 0x9000_0003_0000_0080);
         assert_eq!((s, r.r8), (0, 1 << 20));
         let (s, _) = call(&lp, 34, |r| r.rdx = 0x0800_0002_0000_7777);
-        assert_eq!(s, 0xC000_0C00_0000_0002);
+        assert_eq!(s, 0xC000_0C00_0000_0000);
         let (s, r) = call(&lp, 34, |r| r.rdx = u64::MAX);
         assert_eq!(s, 0x0000_0C0B_0000_0000);
         // Walk the whole table with "next".
@@ -594,6 +599,10 @@ pub(crate) mod tests {
         // Second KEY.CONFIG on a package: success-class KEY_CONFIGURED... after READY the
         // leaf's own state check answers first.
         assert_eq!(call(&lp0, 31, |_| {}).0, 0xC000_0507_0000_0000);
+        // Unknown leaf once ready: OPERAND_INVALID(RAX). LP.INIT after SYS.CONFIG:
+        // SYS_LP_INIT_NOT_PENDING (tdh_sys_lp_init.c checks sys_state == SYSINIT_DONE first).
+        assert_eq!(call(&lp0, 0xFFFF, |_| {}).0, 0xC000_0100_0000_0000);
+        assert_eq!(call(&lp0, 35, |_| {}).0, 0xC000_050B_0000_0000);
         // RDALL into a page.
         let (s, r) = call(&lp0, 37, |r| {
             r.rdx = 0x30_0000;

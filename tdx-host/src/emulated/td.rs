@@ -380,7 +380,7 @@ pub(crate) fn td_field_access(
     let tdcs = td.tdcx.len() >= MIN_TDCX && td.op_state != ops::UNINITIALIZED;
     let fields = td_fields(td, tdcs);
     let Some(i) = find_field(&fields, id) else {
-        return codes::err(codes::METADATA_FIELD_ID_INCORRECT, op::RDX);
+        return Err(codes::code(codes::METADATA_FIELD_ID_INCORRECT));
     };
     let (fid, old, host_w, guest_w) = fields[i];
     let next = fields.get(i + 1).map_or(u64::MAX, |f| f.0);
@@ -549,7 +549,8 @@ pub(crate) fn tdh_vp_addcx(
 
 /// TDH.VP.INIT (`tdh_vp_init.c`): RCX = TDVPR, RDX = initial guest RCX/R8.
 /// Initial guest GPRs: RBX = GPAW (48/52), RCX = R8 = RDX input, RDX = CPUID(1).EAX,
-/// RSI = VCPU_INDEX, others 0.
+/// RSI = VCPU_INDEX, others 0. Like `associate_vcpu_initial` in the 1.5 source, the vCPU is
+/// associated with the calling LP (VP.FLUSH must run there even if it never entered).
 pub(crate) fn tdh_vp_init(
     m: &EmulatedModule,
     ctx: &mut Ctx,
@@ -579,9 +580,12 @@ pub(crate) fn tdh_vp_init(
     let td = st.td_mut(tdr);
     let index = td.num_vcpus;
     td.num_vcpus += 1;
+    // associate_vcpu_initial (helpers.c): the vCPU is associated with the calling LP.
+    td.num_assoc_vcpus += 1;
     let host_value = regs.rdx;
     let v = st.vcpus.get_mut(&tdvpr).expect("locked vCPU");
     v.index = index;
+    v.assoc_lp = Some(ctx.lp);
     v.gprs = [0; 16];
     v.gprs[3] = gpaw; // RBX
     v.gprs[1] = host_value; // RCX
@@ -641,13 +645,13 @@ fn vp_rdwr(
     let v = &st.vcpus[&tdvpr];
     let fields = vp_fields(v, debug);
     let Some(n) = normalize_field_id(regs.rdx) else {
-        return codes::err(codes::METADATA_FIELD_ID_INCORRECT, op::RDX);
+        return Err(codes::code(codes::METADATA_FIELD_ID_INCORRECT));
     };
     let Some(i) = fields
         .iter()
         .position(|f| normalize_field_id(f.0) == Some(n))
     else {
-        return codes::err(codes::METADATA_FIELD_ID_INCORRECT, op::RDX);
+        return Err(codes::code(codes::METADATA_FIELD_ID_INCORRECT));
     };
     let (id, old, writable) = fields[i];
     if write {

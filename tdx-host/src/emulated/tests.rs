@@ -345,7 +345,7 @@ fn lifecycle_build_measure_run_teardown() {
         r.rcx = 0x2000;
         r.rdx = tdr;
     });
-    assert_eq!(s, 0x0000_0B07_0000_0000, "already blocked");
+    assert_eq!(s, 0x0000_0B07_0000_0001, "already blocked (operand RCX)");
     let (s, _) = call(&b.lp0, 29, |r| {
         r.rcx = 0x2000;
         r.rdx = tdr;
