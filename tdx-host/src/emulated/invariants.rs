@@ -120,7 +120,8 @@ fn check(m: &EmulatedModule, st: &State) -> Result<(), InvariantViolation> {
             ));
         }
     }
-    // PAMT walk: owners, counts, owner bits, claims.
+    // PAMT walk: owners, counts, owner bits.
+    let bitmap = m.mem.owner_bitmap();
     let mut owned: HashMap<u64, u64> = HashMap::new();
     for t in &st.tdmrs {
         let init = t.initialized & !((1u64 << 30) - 1);
@@ -130,17 +131,24 @@ fn check(m: &EmulatedModule, st: &State) -> Result<(), InvariantViolation> {
                 break;
             }
             let td_owned = matches!(e.ty, pt::REG | pt::TDR | pt::TDCX | pt::TDVPR | pt::EPT);
-            if pa < m.mem.size() && m.mem.is_td_owned(pa) != td_owned {
+            let page = pa / 4096;
+            let bit = bitmap
+                .get((page / 64) as usize)
+                .is_some_and(|w| w & (1 << (page % 64)) != 0);
+            if pa < m.mem.size() && bit != td_owned {
                 return fail(format!(
                     "owner bit of {pa:#x} disagrees with PAMT type {}",
                     e.ty
                 ));
             }
+            if !td_owned {
+                continue;
+            }
             if e.ty == pt::TDR {
                 if !st.tds.contains_key(&pa) {
                     return fail(format!("PAMT TDR page {pa:#x} without a TD"));
                 }
-            } else if td_owned {
+            } else {
                 if !st.tds.contains_key(&e.owner) {
                     return fail(format!(
                         "page {pa:#x} (type {}) owned by missing TD {:#x}",
@@ -149,18 +157,19 @@ fn check(m: &EmulatedModule, st: &State) -> Result<(), InvariantViolation> {
                 }
                 *owned.entry(e.owner).or_default() += 1;
             }
-            if let Some((ty, owner, what)) = claims.remove(&pa) {
-                if e.ty != ty || (ty != pt::TDR && e.owner != owner) {
-                    return fail(format!(
-                        "{what} at {pa:#x}: PAMT type {} owner {:#x}, expected type {ty} owner {owner:#x}",
-                        e.ty, e.owner
-                    ));
-                }
-            }
         }
     }
-    if let Some((pa, (_, _, what))) = claims.iter().next() {
-        return fail(format!("{what} at {pa:#x} is outside the initialised PAMT"));
+    // Claims against the PAMT.
+    for (pa, (ty, owner, what)) in &claims {
+        let Some(e) = st.pamt_of(*pa) else {
+            return fail(format!("{what} at {pa:#x} is outside the initialised PAMT"));
+        };
+        if e.ty != *ty || (*ty != pt::TDR && e.owner != *owner) {
+            return fail(format!(
+                "{what} at {pa:#x}: PAMT type {} owner {:#x}, expected type {ty} owner {owner:#x}",
+                e.ty, e.owner
+            ));
+        }
     }
     for (&tdr, td) in &st.tds {
         let n = owned.get(&tdr).copied().unwrap_or(0);

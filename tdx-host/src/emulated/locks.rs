@@ -10,7 +10,7 @@
 //! atomically under the state mutex. For deterministic BUSY in tests use [`FaultInjector`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use tdx_abi::status::TdxStatus;
 
@@ -158,10 +158,24 @@ impl Fault {
 /// m.faults().force_seamcall(33, Fault::Busy(128), 2); // TDH.SYS.INIT busy twice
 /// assert_eq!(m.faults().pending_seamcall(33), 2);
 /// ```
+///
+/// It also offers a deterministic contention point: [`FaultInjector::pause_in_lock_window`]
+/// makes the next call of a leaf stop after its effects while it still holds its try-locks,
+/// so a test can issue a conflicting SEAMCALL from another thread and observe
+/// `TDX_OPERAND_BUSY`, then [`FaultInjector::resume`] it.
 #[derive(Debug, Default)]
 pub struct FaultInjector {
     seamcall: Mutex<HashMap<u16, (Fault, u32)>>,
     tdcall: Mutex<HashMap<u16, (Fault, u32)>>,
+    pause: Mutex<PauseState>,
+    pause_cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct PauseState {
+    armed: Option<u16>,
+    paused: bool,
+    resume: bool,
 }
 
 impl FaultInjector {
@@ -212,6 +226,49 @@ impl FaultInjector {
             m.remove(&leaf);
         }
         Some(s)
+    }
+
+    /// Arms a pause: the next SEAMCALL of `leaf` that holds try-locks stops after its
+    /// effects, before releasing them, until [`FaultInjector::resume`].
+    pub fn pause_in_lock_window(&self, leaf: u16) {
+        let mut p = self.pause.lock().unwrap_or_else(|e| e.into_inner());
+        *p = PauseState {
+            armed: Some(leaf),
+            paused: false,
+            resume: false,
+        };
+    }
+
+    /// Blocks until a call armed with [`FaultInjector::pause_in_lock_window`] is paused.
+    pub fn wait_until_paused(&self) {
+        let mut p = self.pause.lock().unwrap_or_else(|e| e.into_inner());
+        while !p.paused {
+            p = self.pause_cv.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Lets the paused call release its locks and return (also disarms a pending pause).
+    pub fn resume(&self) {
+        let mut p = self.pause.lock().unwrap_or_else(|e| e.into_inner());
+        p.armed = None;
+        p.resume = true;
+        self.pause_cv.notify_all();
+    }
+
+    /// Called by the dispatcher inside the lock window.
+    pub(crate) fn maybe_pause(&self, leaf: u16) {
+        let mut p = self.pause.lock().unwrap_or_else(|e| e.into_inner());
+        if p.armed != Some(leaf) || p.paused {
+            return;
+        }
+        p.armed = None;
+        p.paused = true;
+        self.pause_cv.notify_all();
+        while !p.resume {
+            p = self.pause_cv.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        p.paused = false;
+        p.resume = false;
     }
 
     pub(crate) fn take_seamcall(&self, leaf: u16) -> Option<TdxStatus> {

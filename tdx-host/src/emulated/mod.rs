@@ -492,6 +492,7 @@ impl EmulatedModule {
             r
         };
         // The locks stay held for a short window after the effects (see `locks`).
+        self.faults.maybe_pause(leaf_no);
         std::thread::yield_now();
         let mut st = self.lock();
         ctx.held.release_all(&mut st.locks);

@@ -180,6 +180,15 @@ impl PhysicalMemory {
         PageBits::get(&bits.owned, pa / PAGE_SIZE)
     }
 
+    /// Module-side: a copy of the owner bitmap (bit `n` = page `n`), for invariant checks.
+    pub(crate) fn owner_bitmap(&self) -> Vec<u64> {
+        self.bits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .owned
+            .clone()
+    }
+
     /// Module-side: sets the owner bit of `pages` 4 KiB pages from `pa`.
     pub(crate) fn set_owned(&self, pa: u64, pages: u64, owned: bool) {
         let mut bits = self.bits.lock().unwrap_or_else(|e| e.into_inner());

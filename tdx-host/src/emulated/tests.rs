@@ -868,3 +868,153 @@ fn concurrent_leaves_on_one_td_get_busy() {
     // paths are covered by `forced_faults_and_busy`.
     let _ = busy.into_inner();
 }
+
+#[test]
+fn conflicting_leaf_during_lock_window_gets_busy() {
+    let mut b = create_td(0);
+    let tdr = b.tdr;
+    add_vcpu_and_sept(&mut b);
+    let page = b.alloc();
+    let src = b.alloc();
+    b.m.faults().pause_in_lock_window(6);
+    std::thread::scope(|s| {
+        let lp0 = b.lp0.clone();
+        let aug = s.spawn(move || {
+            call(&lp0, 6, |r| {
+                r.rcx = 0x3000;
+                r.rdx = tdr;
+                r.r8 = page;
+            })
+            .0
+        });
+        b.m.faults().wait_until_paused();
+        // PAGE.AUG holds TDR shared, OP_STATE shared, the SEPT tree shared, the entry and page.
+        let block = call(&b.lp1, 7, |r| {
+            r.rcx = 0x3000;
+            r.rdx = tdr;
+        })
+        .0;
+        assert_eq!(block, 0x8000_0200_0000_0092, "SEPT tree busy");
+        let add = call(&b.lp1, 2, |r| {
+            r.rcx = 0x4000;
+            r.rdx = tdr;
+            r.r8 = page + 4096;
+            r.r9 = src;
+        })
+        .0;
+        assert_eq!(
+            add, 0x8000_0200_0000_0002,
+            "TDR (RDX) busy: PAGE.ADD wants it exclusive"
+        );
+        let reclaim = call(&b.lp1, 28, |r| r.rcx = page).0;
+        assert_eq!(
+            reclaim, 0x8000_0200_0000_0001,
+            "the AUGed page's PAMT entry is locked"
+        );
+        let rd = call(&b.lp1, 11, |r| {
+            r.rcx = tdr;
+            r.rdx = 0x8010_0002_0000_0005;
+        })
+        .0;
+        assert_eq!(rd, 0, "a shared TDR reader is not blocked");
+        b.m.faults().resume();
+        assert_eq!(aug.join().unwrap(), 0);
+    });
+    assert_eq!(b.m.locks_held(), 0);
+    b.m.check_invariants().unwrap();
+    b.ok(7, |r| {
+        r.rcx = 0x3000;
+        r.rdx = tdr;
+    });
+}
+
+mod random_sequences {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One step: a SEAMCALL leaf with operands drawn from pools of interesting values, or a
+    /// guest action.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Seam {
+            leaf: u64,
+            rcx: usize,
+            rdx: usize,
+            r8: usize,
+            r9: usize,
+            lp: bool,
+        },
+        Tdcall {
+            leaf: u64,
+            rcx: usize,
+            rdx: usize,
+        },
+        Touch {
+            gpa: usize,
+            write: bool,
+        },
+    }
+
+    const LEAVES: &[u64] = &[
+        0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 13, 16, 17, 18, 19, 20, 21, 22, 24, 25, 26, 28, 29, 30,
+        38, 39, 40, 41, 43, 0x1_0003, 0x1_001E, 0xFFFF,
+    ];
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (prop::sample::select(LEAVES), 0..24usize, 0..24usize, 0..24usize, 0..24usize, any::<bool>())
+                .prop_map(|(leaf, rcx, rdx, r8, r9, lp)| Step::Seam { leaf, rcx, rdx, r8, r9, lp }),
+            2 => (0..9u64, 0..24usize, 0..24usize).prop_map(|(leaf, rcx, rdx)| Step::Tdcall { leaf, rcx, rdx }),
+            1 => (0..24usize, any::<bool>()).prop_map(|(gpa, write)| Step::Touch { gpa, write }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Random SEAMCALL/TDCALL sequences on a half-built TD never panic and keep the
+        /// module's invariants.
+        #[test]
+        fn random_calls_keep_invariants(steps in prop::collection::vec(step(), 1..40)) {
+            let mut b = create_td(0);
+            add_vcpu_and_sept(&mut b);
+            let mut pool: Vec<u64> = vec![
+                b.tdr, b.tdvpr, b.tdcs[0], b.sept[2], 0, 1, 0x1000, 0x2000, 0x20_0001,
+                0x3000, 1 << 47, u64::MAX, 0x1234_5678_9ABC,
+            ];
+            while pool.len() < 24 {
+                let p = b.alloc();
+                pool.push(p);
+            }
+            let g = b.m.scripted_vcpu(b.tdvpr);
+            for s in steps {
+                match s {
+                    Step::Seam { leaf, rcx, rdx, r8, r9, lp } => {
+                        let lp = if lp { &b.lp1 } else { &b.lp0 };
+                        let _ = call(lp, leaf, |r| {
+                            r.rcx = pool[rcx];
+                            r.rdx = pool[rdx];
+                            r.r8 = pool[r8];
+                            r.r9 = pool[r9];
+                        });
+                    }
+                    Step::Tdcall { leaf, rcx, rdx } => {
+                        let mut r = Regs::with_leaf(leaf);
+                        r.rcx = pool[rcx];
+                        r.rdx = pool[rdx];
+                        let _ = g.tdcall(&mut r);
+                    }
+                    Step::Touch { gpa, write } => {
+                        let mut buf = [0u8; 16];
+                        let gpa = Gpa(pool[gpa] & !0xF);
+                        let _ = if write { g.write(gpa, &buf) } else { g.read(gpa, &mut buf) };
+                    }
+                }
+                if let Err(e) = b.m.check_invariants() {
+                    prop_assert!(false, "{e}");
+                }
+            }
+        }
+    }
+}
