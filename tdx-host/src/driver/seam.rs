@@ -4,100 +4,71 @@
 
 use tdx_abi::call::{Regs, Seamcall};
 
-/// SEAMCALL leaf numbers the driver issues (tdx-module-abi.md §2).
+/// SEAMCALL leaf numbers the driver issues, as integers for match arms (from `tdx_abi::leaf`).
 #[allow(missing_docs)]
 pub mod leaf {
-    pub const VP_ENTER: u16 = 0;
-    pub const MNG_ADDCX: u16 = 1;
-    pub const MEM_PAGE_ADD: u16 = 2;
-    pub const MEM_SEPT_ADD: u16 = 3;
-    pub const VP_ADDCX: u16 = 4;
-    pub const MEM_PAGE_AUG: u16 = 6;
-    pub const MEM_RANGE_BLOCK: u16 = 7;
-    pub const MNG_KEY_CONFIG: u16 = 8;
-    pub const MNG_CREATE: u16 = 9;
-    pub const VP_CREATE: u16 = 10;
-    pub const MNG_RD: u16 = 11;
-    pub const MNG_WR: u16 = 13;
-    pub const MR_EXTEND: u16 = 16;
-    pub const MR_FINALIZE: u16 = 17;
-    pub const VP_FLUSH: u16 = 18;
-    pub const MNG_VPFLUSHDONE: u16 = 19;
-    pub const MNG_KEY_FREEID: u16 = 20;
-    pub const MNG_INIT: u16 = 21;
-    pub const VP_INIT: u16 = 22;
-    pub const MEM_SEPT_RD: u16 = 25;
-    pub const VP_RD: u16 = 26;
-    pub const PHYMEM_PAGE_RECLAIM: u16 = 28;
-    pub const MEM_PAGE_REMOVE: u16 = 29;
-    pub const SYS_KEY_CONFIG: u16 = 31;
-    pub const SYS_INIT: u16 = 33;
-    pub const SYS_RD: u16 = 34;
-    pub const SYS_LP_INIT: u16 = 35;
-    pub const SYS_TDMR_INIT: u16 = 36;
-    pub const MEM_TRACK: u16 = 38;
-    pub const MEM_RANGE_UNBLOCK: u16 = 39;
-    pub const PHYMEM_CACHE_WB: u16 = 40;
-    pub const PHYMEM_PAGE_WBINVD: u16 = 41;
-    pub const SYS_CONFIG: u16 = 45;
+    use tdx_abi::leaf::SeamcallLeaf;
 
-    /// The spec name of a leaf the driver issues.
+    pub const VP_ENTER: u16 = SeamcallLeaf::TDH_VP_ENTER.raw();
+    pub const MNG_ADDCX: u16 = SeamcallLeaf::TDH_MNG_ADDCX.raw();
+    pub const MEM_PAGE_ADD: u16 = SeamcallLeaf::TDH_MEM_PAGE_ADD.raw();
+    pub const MEM_SEPT_ADD: u16 = SeamcallLeaf::TDH_MEM_SEPT_ADD.raw();
+    pub const VP_ADDCX: u16 = SeamcallLeaf::TDH_VP_ADDCX.raw();
+    pub const MEM_PAGE_AUG: u16 = SeamcallLeaf::TDH_MEM_PAGE_AUG.raw();
+    pub const MEM_RANGE_BLOCK: u16 = SeamcallLeaf::TDH_MEM_RANGE_BLOCK.raw();
+    pub const MNG_KEY_CONFIG: u16 = SeamcallLeaf::TDH_MNG_KEY_CONFIG.raw();
+    pub const MNG_CREATE: u16 = SeamcallLeaf::TDH_MNG_CREATE.raw();
+    pub const VP_CREATE: u16 = SeamcallLeaf::TDH_VP_CREATE.raw();
+    pub const MNG_RD: u16 = SeamcallLeaf::TDH_MNG_RD.raw();
+    pub const MNG_WR: u16 = SeamcallLeaf::TDH_MNG_WR.raw();
+    pub const MR_EXTEND: u16 = SeamcallLeaf::TDH_MR_EXTEND.raw();
+    pub const MR_FINALIZE: u16 = SeamcallLeaf::TDH_MR_FINALIZE.raw();
+    pub const VP_FLUSH: u16 = SeamcallLeaf::TDH_VP_FLUSH.raw();
+    pub const MNG_VPFLUSHDONE: u16 = SeamcallLeaf::TDH_MNG_VPFLUSHDONE.raw();
+    pub const MNG_KEY_FREEID: u16 = SeamcallLeaf::TDH_MNG_KEY_FREEID.raw();
+    pub const MNG_INIT: u16 = SeamcallLeaf::TDH_MNG_INIT.raw();
+    pub const VP_INIT: u16 = SeamcallLeaf::TDH_VP_INIT.raw();
+    pub const MEM_SEPT_RD: u16 = SeamcallLeaf::TDH_MEM_SEPT_RD.raw();
+    pub const VP_RD: u16 = SeamcallLeaf::TDH_VP_RD.raw();
+    pub const PHYMEM_PAGE_RECLAIM: u16 = SeamcallLeaf::TDH_PHYMEM_PAGE_RECLAIM.raw();
+    pub const MEM_PAGE_REMOVE: u16 = SeamcallLeaf::TDH_MEM_PAGE_REMOVE.raw();
+    pub const SYS_KEY_CONFIG: u16 = SeamcallLeaf::TDH_SYS_KEY_CONFIG.raw();
+    pub const SYS_INIT: u16 = SeamcallLeaf::TDH_SYS_INIT.raw();
+    pub const SYS_RD: u16 = SeamcallLeaf::TDH_SYS_RD.raw();
+    pub const SYS_LP_INIT: u16 = SeamcallLeaf::TDH_SYS_LP_INIT.raw();
+    pub const SYS_TDMR_INIT: u16 = SeamcallLeaf::TDH_SYS_TDMR_INIT.raw();
+    pub const MEM_TRACK: u16 = SeamcallLeaf::TDH_MEM_TRACK.raw();
+    pub const MEM_RANGE_UNBLOCK: u16 = SeamcallLeaf::TDH_MEM_RANGE_UNBLOCK.raw();
+    pub const PHYMEM_CACHE_WB: u16 = SeamcallLeaf::TDH_PHYMEM_CACHE_WB.raw();
+    pub const PHYMEM_PAGE_WBINVD: u16 = SeamcallLeaf::TDH_PHYMEM_PAGE_WBINVD.raw();
+    pub const SYS_CONFIG: u16 = SeamcallLeaf::TDH_SYS_CONFIG.raw();
+
+    /// The spec name of a leaf (from `tdx_abi::leaf`).
     pub fn name(leaf: u16) -> &'static str {
-        match leaf {
-            VP_ENTER => "TDH.VP.ENTER",
-            MNG_ADDCX => "TDH.MNG.ADDCX",
-            MEM_PAGE_ADD => "TDH.MEM.PAGE.ADD",
-            MEM_SEPT_ADD => "TDH.MEM.SEPT.ADD",
-            VP_ADDCX => "TDH.VP.ADDCX",
-            MEM_PAGE_AUG => "TDH.MEM.PAGE.AUG",
-            MEM_RANGE_BLOCK => "TDH.MEM.RANGE.BLOCK",
-            MNG_KEY_CONFIG => "TDH.MNG.KEY.CONFIG",
-            MNG_CREATE => "TDH.MNG.CREATE",
-            VP_CREATE => "TDH.VP.CREATE",
-            MNG_RD => "TDH.MNG.RD",
-            MNG_WR => "TDH.MNG.WR",
-            MR_EXTEND => "TDH.MR.EXTEND",
-            MR_FINALIZE => "TDH.MR.FINALIZE",
-            VP_FLUSH => "TDH.VP.FLUSH",
-            MNG_VPFLUSHDONE => "TDH.MNG.VPFLUSHDONE",
-            MNG_KEY_FREEID => "TDH.MNG.KEY.FREEID",
-            MNG_INIT => "TDH.MNG.INIT",
-            VP_INIT => "TDH.VP.INIT",
-            MEM_SEPT_RD => "TDH.MEM.SEPT.RD",
-            VP_RD => "TDH.VP.RD",
-            PHYMEM_PAGE_RECLAIM => "TDH.PHYMEM.PAGE.RECLAIM",
-            MEM_PAGE_REMOVE => "TDH.MEM.PAGE.REMOVE",
-            SYS_KEY_CONFIG => "TDH.SYS.KEY.CONFIG",
-            SYS_INIT => "TDH.SYS.INIT",
-            SYS_RD => "TDH.SYS.RD",
-            SYS_LP_INIT => "TDH.SYS.LP.INIT",
-            SYS_TDMR_INIT => "TDH.SYS.TDMR.INIT",
-            MEM_TRACK => "TDH.MEM.TRACK",
-            MEM_RANGE_UNBLOCK => "TDH.MEM.RANGE.UNBLOCK",
-            PHYMEM_CACHE_WB => "TDH.PHYMEM.CACHE.WB",
-            PHYMEM_PAGE_WBINVD => "TDH.PHYMEM.PAGE.WBINVD",
-            SYS_CONFIG => "TDH.SYS.CONFIG",
-            _ => "TDH.(unknown)",
-        }
+        SeamcallLeaf::from_raw(leaf)
+            .name()
+            .unwrap_or("TDH.(unknown)")
     }
 }
 
 /// Completion-status codes the driver reacts to: bits 47:32 (class and L1 details) of the
-/// status, which identify a code independently of the flag bits 63:60 (tdx-module-abi.md §4).
+/// status, which identify a code independently of the flag bits 63:60 (from `tdx_abi::status`).
 #[allow(missing_docs)]
 pub mod code {
-    pub const INTERRUPTED_RESUMABLE: u16 = 0x0003;
-    pub const OPERAND_BUSY: u16 = 0x0200;
-    pub const PREVIOUS_TLB_EPOCH_BUSY: u16 = 0x0201;
-    pub const RND_NO_ENTROPY: u16 = 0x0203;
-    pub const SYS_LP_INIT_DONE: u16 = 0x0503;
-    pub const VCPU_NOT_ASSOCIATED: u16 = 0x0702;
-    pub const KEY_GENERATION_FAILED: u16 = 0x0800;
-    pub const KEY_CONFIGURED: u16 = 0x0815;
-    pub const NO_HKID_READY_TO_WBCACHE: u16 = 0x0821;
-    pub const TDMR_ALREADY_INITIALIZED: u16 = 0x0A03;
-    pub const GPA_RANGE_ALREADY_BLOCKED: u16 = 0x0B07;
-    pub const EPT_ENTRY_STATE_INCORRECT: u16 = 0x0B0D;
+    use tdx_abi::status::StatusCode;
+
+    pub const INTERRUPTED_RESUMABLE: u16 = StatusCode::INTERRUPTED_RESUMABLE.raw();
+    pub const OPERAND_BUSY: u16 = StatusCode::OPERAND_BUSY.raw();
+    pub const PREVIOUS_TLB_EPOCH_BUSY: u16 = StatusCode::PREVIOUS_TLB_EPOCH_BUSY.raw();
+    pub const RND_NO_ENTROPY: u16 = StatusCode::RND_NO_ENTROPY.raw();
+    pub const SYS_LP_INIT_DONE: u16 = StatusCode::SYS_LP_INIT_DONE.raw();
+    pub const VCPU_NOT_ASSOCIATED: u16 = StatusCode::VCPU_NOT_ASSOCIATED.raw();
+    pub const KEY_GENERATION_FAILED: u16 = StatusCode::KEY_GENERATION_FAILED.raw();
+    pub const KEY_CONFIGURED: u16 = StatusCode::KEY_CONFIGURED.raw();
+    pub const NO_HKID_READY_TO_WBCACHE: u16 = StatusCode::NO_HKID_READY_TO_WBCACHE.raw();
+    pub const TDMR_ALREADY_INITIALIZED: u16 = StatusCode::TDMR_ALREADY_INITIALIZED.raw();
+    pub const GPA_RANGE_ALREADY_BLOCKED: u16 = StatusCode::GPA_RANGE_ALREADY_BLOCKED.raw();
+    pub const EPT_ENTRY_STATE_INCORRECT: u16 = StatusCode::EPT_ENTRY_STATE_INCORRECT.raw();
 }
 
 /// Bits 47:32 of a status: the code without flags and details.
@@ -107,7 +78,7 @@ pub const fn status_code(status: u64) -> u16 {
 
 /// A SEAMCALL that returned an error status (bit 63 set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{} (leaf {leaf}) failed with status {status:#018x}", leaf::name(*.leaf))]
+#[error("{} failed: {} (status {status:#018x})", leaf::name(*.leaf), tdx_abi::status::TdxStatus::from_raw(*.status))]
 pub struct SeamcallFailure {
     /// Leaf number.
     pub leaf: u16,

@@ -1,0 +1,103 @@
+//! The host driver building, running and tearing down a TD on the emulated module through
+//! SEAMCALLs only; the emulator's introspection checks the result.
+
+use std::sync::Arc;
+
+use tdx_abi::gpa::Gpa;
+use tdx_abi::measure::MrtdBuilder;
+use tdx_host::driver::module::{LogicalCpu, PlatformDesc, RetryPolicy};
+use tdx_host::driver::{HostMemory, HostMemoryError, TdBuilder, TdxModule};
+use tdx_host::emulated::{
+    EmulatedModule, Fault, KotState, LogicalProcessor, PamtPageType, PlatformConfig,
+};
+
+struct Phys(Arc<EmulatedModule>);
+
+impl HostMemory for Phys {
+    fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), HostMemoryError> {
+        let len = buf.len();
+        self.0
+            .physical_memory()
+            .read(pa, buf)
+            .map_err(|_| HostMemoryError { pa, len })
+    }
+    fn write(&self, pa: u64, buf: &[u8]) -> Result<(), HostMemoryError> {
+        self.0
+            .physical_memory()
+            .write(pa, buf)
+            .map_err(|_| HostMemoryError { pa, len: buf.len() })
+    }
+}
+
+fn platform(packages: u32) -> (Arc<EmulatedModule>, TdxModule<LogicalProcessor, Phys>) {
+    let m = EmulatedModule::new(PlatformConfig {
+        num_packages: packages,
+        ..PlatformConfig::default()
+    })
+    .unwrap();
+    let lps = (0..m.num_lps())
+        .map(|i| LogicalCpu {
+            seamcall: m.lp(i).unwrap(),
+            package: m.package_of(i),
+        })
+        .collect();
+    let desc = PlatformDesc {
+        usable_ranges: m
+            .physical_memory()
+            .cmrs()
+            .iter()
+            .map(|&(b, s)| (b, b + s))
+            .collect(),
+        first_tdx_hkid: 32,
+        num_tdx_hkids: 16,
+        hkid_shift: m.hkid_shift(),
+    };
+    let module = TdxModule::init(lps, Phys(m.clone()), &desc, RetryPolicy::default()).unwrap();
+    (m, module)
+}
+
+#[test]
+fn driver_lifecycle_on_the_emulated_module() {
+    let (m, module) = platform(2);
+    assert_eq!(m.hkid_state(32), Some(KotState::RESERVED));
+    let free0 = module.frames().free_frames();
+    // Host retry paths: forced resumable CACHE.WB and a forced BUSY on SEPT.ADD.
+    m.faults()
+        .force_seamcall(40, Fault::InterruptedResumable, 2);
+    m.faults().force_seamcall(3, Fault::Busy(146), 1);
+    let td = TdBuilder::new(&module).build().unwrap();
+    let hkid = td.hkid();
+    assert_eq!(m.hkid_state(hkid), Some(KotState::ASSIGNED));
+    td.create_vcpu(1, 0x1234).unwrap();
+    let a = [0xA5u8; 4096];
+    let b: [u8; 4096] = core::array::from_fn(|i| i as u8);
+    td.add_page(Gpa(0x10_0000), &a, true).unwrap();
+    td.add_page(Gpa(0x10_1000), &b, false).unwrap();
+    let mrtd = td.finalize().unwrap();
+    let mut want = MrtdBuilder::new();
+    want.add_page(Gpa(0x10_0000), &a, true).unwrap();
+    want.add_page(Gpa(0x10_1000), &b, false).unwrap();
+    assert_eq!(
+        mrtd,
+        want.finalize(),
+        "MRTD equals an independent computation"
+    );
+    // Runtime memory.
+    let aug = td.aug_page(0, Gpa(0x20_0000), 0).unwrap();
+    assert_eq!(m.page_type(aug), Some(PamtPageType::REG));
+    td.remove_page(0, Gpa(0x20_0000)).unwrap();
+    assert_eq!(m.page_type(aug), Some(PamtPageType::NDA));
+    m.check_invariants().unwrap();
+    let owned = td.owned_pages();
+    assert!(owned
+        .iter()
+        .all(|p| m.page_type(*p) != Some(PamtPageType::NDA)));
+    td.teardown().unwrap();
+    for p in owned {
+        assert_eq!(m.page_type(p), Some(PamtPageType::NDA), "{p:#x}");
+    }
+    assert_eq!(m.hkid_state(hkid), Some(KotState::FREE));
+    m.check_invariants().unwrap();
+    drop(td);
+    assert_eq!(module.frames().free_frames(), free0);
+}
