@@ -64,7 +64,8 @@ fn driver_lifecycle_on_the_emulated_module() {
     // Host retry paths: forced resumable CACHE.WB and a forced BUSY on SEPT.ADD.
     m.faults()
         .force_seamcall(40, Fault::InterruptedResumable, 2);
-    m.faults().force_seamcall(3, Fault::Busy(146), 1);
+    m.faults()
+        .force_seamcall(3, Fault::Busy(tdx_abi::status::OperandId::SEPT_TREE), 1);
     let td = TdBuilder::new(&module).build().unwrap();
     let hkid = td.hkid();
     assert_eq!(m.hkid_state(hkid), Some(KotState::ASSIGNED));

@@ -42,10 +42,11 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tdx_abi::call::{Regs, Tdcall};
 use tdx_abi::gpa::Gpa;
+use tdx_abi::leaf::{TdcallLeaf as G, VmxExitReason};
 use tdx_abi::measure::{rtmr_extend, sha384, Measurement};
 use tdx_abi::status::TdxStatus;
 
-use super::codes::{self, op};
+use super::codes::{self, OperandId, StatusCode};
 use super::locks::{Held, LockKey, Mode};
 use super::sept::{self, St, Walk};
 use super::state::{ops, pt, vs, PendingExit, State, Td, MIN_TDVPS_PAGES};
@@ -53,16 +54,16 @@ use super::td::td_field_access;
 use super::{Ctx, EmulatedModule, LeafResult};
 
 /// VMX exit reason of TDCALL (TDG.VP.VMCALL exits).
-pub const EXIT_REASON_TDCALL: u32 = 77;
+pub const EXIT_REASON_TDCALL: u32 = VmxExitReason::TDCALL.raw();
 /// VMX exit reason of an EPT violation.
-pub const EXIT_REASON_EPT_VIOLATION: u32 = 48;
+pub const EXIT_REASON_EPT_VIOLATION: u32 = VmxExitReason::EPT_VIOLATION.raw();
 /// VMX exit reason of an external interrupt.
-pub const EXIT_REASON_EXTERNAL_INTERRUPT: u32 = 1;
+pub const EXIT_REASON_EXTERNAL_INTERRUPT: u32 = VmxExitReason::EXTERNAL_INTERRUPT.raw();
 /// #VE vector.
 pub const VE_VECTOR: u8 = 20;
 /// `TDX_INTERRUPTED_RESTARTABLE`: what [`ScriptedVcpu::tdcall`] returns for a TDCALL that
 /// caused a TD exit instead of completing (re-issue it after the host's next VP.ENTER).
-pub const TDCALL_EXITED: TdxStatus = TdxStatus::from_raw(0x8000_0004_0000_0000);
+pub const TDCALL_EXITED: TdxStatus = TdxStatus::from_code(StatusCode::INTERRUPTED_RESTARTABLE);
 
 /// MRSEAM of the emulated module.
 pub fn emulated_mrseam() -> Measurement {
@@ -199,22 +200,26 @@ pub(crate) fn tdh_vp_enter(
 ) -> LeafResult {
     let rcx = regs.rcx;
     if rcx & 0xFFF != 0 || rcx >> 54 != 0 {
-        return codes::err(codes::OPERAND_INVALID, op::RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
     let tdvpr = rcx & sept::HPA_MASK;
     let loc = st.lock_explicit_page(
         &m.geo,
         &mut ctx.held,
         tdvpr,
-        op::RCX,
+        OperandId::RCX,
         Mode::Shared,
         pt::TDVPR,
     )?;
     let tdr = st.pamt(loc).owner;
-    ctx.held
-        .lock(&mut st.locks, LockKey::Page(tdr), Mode::Shared, op::TDR)?;
+    ctx.held.lock(
+        &mut st.locks,
+        LockKey::Page(tdr),
+        Mode::Shared,
+        OperandId::TDR,
+    )?;
     if !st.tds.contains_key(&tdr) || !st.vcpus.contains_key(&tdvpr) {
-        return codes::err(codes::PAGE_METADATA_INCORRECT, op::RCX);
+        return codes::err(StatusCode::PAGE_METADATA_INCORRECT, OperandId::RCX);
     }
     st.check_td_state(
         &mut ctx.held,
@@ -224,20 +229,20 @@ pub(crate) fn tdh_vp_enter(
     )?;
     let v = &st.vcpus[&tdvpr];
     if 1 + v.tdcx.len() < MIN_TDVPS_PAGES {
-        return Err(codes::code(codes::TDCX_NUM_INCORRECT));
+        return Err(codes::code(StatusCode::TDCX_NUM_INCORRECT));
     }
     if v.state != vs::READY {
-        return Err(codes::code(codes::VCPU_STATE_INCORRECT));
+        return Err(codes::code(StatusCode::VCPU_STATE_INCORRECT));
     }
     if v.assoc_lp.is_some_and(|lp| lp != ctx.lp) {
-        return Err(codes::code(codes::VCPU_ASSOCIATED));
+        return Err(codes::code(StatusCode::VCPU_ASSOCIATED));
     }
     let newly_associated = v.assoc_lp.is_none();
     ctx.held.lock(
         &mut st.locks,
         LockKey::Epoch(tdr),
         Mode::Shared,
-        op::TD_EPOCH,
+        OperandId::TD_EPOCH,
     )?;
     // All checks passed: associate, sample the epoch, run.
     let epoch = {
@@ -540,13 +545,13 @@ impl ScriptedVcpu {
     fn tdcall_inner(&self, regs: &mut Regs) -> TdxStatus {
         let rax = regs.rax;
         if rax >> 24 != 0 {
-            return codes::with_operand(codes::OPERAND_INVALID, op::RAX);
+            return codes::with_operand(StatusCode::OPERAND_INVALID, OperandId::RAX);
         }
         let leaf = (rax & 0xFFFF) as u16;
         let version = ((rax >> 16) & 0xFF) as u8;
-        let max_version = if leaf == 7 { 1 } else { 0 };
-        if leaf > 8 || version > max_version {
-            return codes::with_operand(codes::OPERAND_INVALID, op::RAX);
+        let max_version = if leaf == G::TDG_VM_RD.raw() { 1 } else { 0 };
+        if version > max_version {
+            return codes::with_operand(StatusCode::OPERAND_INVALID, OperandId::RAX);
         }
         let m = Arc::clone(&self.module);
         let mut guard = m.lock();
@@ -557,30 +562,32 @@ impl ScriptedVcpu {
                 .and_then(|v| guard.tds.get(&v.tdr))
             {
                 if td.fatal {
-                    return codes::code(codes::TD_FATAL);
+                    return codes::code(StatusCode::TD_FATAL);
                 }
             }
-            return codes::code(codes::VCPU_STATE_INCORRECT);
+            return codes::code(StatusCode::VCPU_STATE_INCORRECT);
         };
         if let Some(forced) = m.faults.take_tdcall(leaf) {
             return forced;
         }
         let r = match leaf {
-            0 => self.tdg_vp_vmcall(st, tdr, regs),
-            1 => self.tdg_vp_info(st, tdr, regs),
-            2 => self.tdg_mr_rtmr_extend(st, tdr, regs),
-            3 => self.tdg_vp_veinfo_get(st, regs),
-            4 => self.tdg_mr_report(st, tdr, regs),
-            5 => {
+            x if x == G::TDG_VP_VMCALL.raw() => self.tdg_vp_vmcall(st, tdr, regs),
+            x if x == G::TDG_VP_INFO.raw() => self.tdg_vp_info(st, tdr, regs),
+            x if x == G::TDG_MR_RTMR_EXTEND.raw() => self.tdg_mr_rtmr_extend(st, tdr, regs),
+            x if x == G::TDG_VP_VEINFO_GET.raw() => self.tdg_vp_veinfo_get(st, regs),
+            x if x == G::TDG_MR_REPORT.raw() => self.tdg_mr_report(st, tdr, regs),
+            x if x == G::TDG_VP_CPUIDVE_SET.raw() => {
                 if regs.rcx >> 2 != 0 {
-                    codes::err(codes::OPERAND_INVALID, op::RCX)
+                    codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX)
                 } else {
                     Ok(TdxStatus::SUCCESS)
                 }
             }
-            6 => self.tdg_mem_page_accept(st, tdr, regs),
-            7 | 8 => tdg_vm_rdwr(st, tdr, regs, leaf == 8, version),
-            _ => codes::err(codes::OPERAND_INVALID, op::RAX),
+            x if x == G::TDG_MEM_PAGE_ACCEPT.raw() => self.tdg_mem_page_accept(st, tdr, regs),
+            x if x == G::TDG_VM_RD.raw() || x == G::TDG_VM_WR.raw() => {
+                tdg_vm_rdwr(st, tdr, regs, leaf == G::TDG_VM_WR.raw(), version)
+            }
+            _ => codes::err(StatusCode::OPERAND_INVALID, OperandId::RAX),
         };
         r.unwrap_or_else(|e| e)
     }
@@ -591,7 +598,7 @@ impl ScriptedVcpu {
         let no_rbp_mod = st.td(tdr).config.config_flags & 4 != 0;
         let forbidden = 0b1_0011 | if no_rbp_mod { 1 << 5 } else { 0 };
         if mask >> 32 != 0 || mask & forbidden != 0 {
-            return codes::err(codes::OPERAND_INVALID, op::RCX);
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
         }
         let v = st.vcpus.get_mut(&self.tdvpr).expect("running");
         v.exits.push_back(PendingExit::Vmcall { regs: *regs, mask });
@@ -615,7 +622,7 @@ impl ScriptedVcpu {
     fn tdg_vp_veinfo_get(&self, st: &mut State, regs: &mut Regs) -> LeafResult {
         let v = st.vcpus.get_mut(&self.tdvpr).expect("running");
         if !v.ve_info.valid {
-            return Err(codes::code(codes::NO_VALID_VE_INFO));
+            return Err(codes::code(StatusCode::NO_VALID_VE_INFO));
         }
         let ve = v.ve_info;
         regs.rcx = u64::from(ve.exit_reason);
@@ -634,20 +641,20 @@ impl ScriptedVcpu {
         tdr: u64,
         gpa: u64,
         buf: &mut [u8],
-        operand: u32,
+        operand: OperandId,
     ) -> Result<(), TdxStatus> {
         match translate(st.td(tdr), gpa) {
             Xlate::Mapped(hpa) => {
                 if self.module.mem.is_poisoned(hpa & !0xFFF) {
                     st.td_mut(tdr).fatal = true;
-                    return Err(codes::code(codes::TD_FATAL));
+                    return Err(codes::code(StatusCode::TD_FATAL));
                 }
                 self.module
                     .mem
                     .raw_read(hpa, buf)
-                    .map_err(|_| codes::with_operand(codes::OPERAND_INVALID, operand))
+                    .map_err(|_| codes::with_operand(StatusCode::OPERAND_INVALID, operand))
             }
-            _ => codes::err(codes::OPERAND_INVALID, operand),
+            _ => codes::err(StatusCode::OPERAND_INVALID, operand),
         }
     }
 
@@ -660,14 +667,14 @@ impl ScriptedVcpu {
             || gpa & shared_bit(td) != 0
             || gpa >> (if td.config.gpaw52 { 52 } else { 48 }) != 0
         {
-            return codes::err(codes::OPERAND_INVALID, op::RCX);
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
         }
         let idx = regs.rdx;
         if idx > 3 {
-            return codes::err(codes::OPERAND_INVALID, op::RDX);
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
         }
         let mut data = [0u8; 48];
-        self.read_private(st, tdr, gpa, &mut data, op::RCX)?;
+        self.read_private(st, tdr, gpa, &mut data, OperandId::RCX)?;
         let td = st.td_mut(tdr);
         td.rtmr[idx as usize] = rtmr_extend(&td.rtmr[idx as usize], &data);
         Ok(TdxStatus::SUCCESS)
@@ -680,25 +687,25 @@ impl ScriptedVcpu {
         let td = st.td(tdr);
         let sbit = shared_bit(td);
         if out % 1024 != 0 || out & sbit != 0 {
-            return codes::err(codes::OPERAND_INVALID, op::RCX);
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
         }
         if data_gpa % 64 != 0 {
-            return codes::err(codes::OPERAND_INVALID, op::RDX);
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
         }
         if regs.r8 != 0 {
-            return codes::err(codes::OPERAND_INVALID, op::R8);
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::R8);
         }
         let mut report_data = [0u8; 64];
         if data_gpa & sbit != 0 {
             let pa = self.shared_base.wrapping_add(data_gpa & !sbit);
             if self.module.mem.read(pa, &mut report_data).is_err() {
-                return codes::err(codes::OPERAND_INVALID, op::RDX);
+                return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
             }
         } else {
-            self.read_private(st, tdr, data_gpa, &mut report_data, op::RDX)?;
+            self.read_private(st, tdr, data_gpa, &mut report_data, OperandId::RDX)?;
         }
         let Xlate::Mapped(out_hpa) = translate(st.td(tdr), out) else {
-            return codes::err(codes::OPERAND_INVALID, op::RCX);
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
         };
         let report = build_report(&self.module, st.td(tdr), &report_data);
         let _ = self.module.mem.raw_write(out_hpa, &report);
@@ -709,7 +716,7 @@ impl ScriptedVcpu {
     fn tdg_mem_page_accept(&self, st: &mut State, tdr: u64, regs: &mut Regs) -> LeafResult {
         let raw = regs.rcx;
         if raw & 0xFF8 != 0 || raw >> 52 != 0 || raw & 7 > 2 {
-            return codes::err(codes::OPERAND_INVALID, op::RCX);
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
         }
         let req = (raw & 7) as u8;
         let gpa = raw & sept::HPA_MASK;
@@ -719,7 +726,7 @@ impl ScriptedVcpu {
             || gpa & shared_bit(td) != 0
             || gpa >> bits != 0
         {
-            return codes::err(codes::OPERAND_INVALID, op::RCX);
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
         }
         let mut level = td.sept.root_level;
         let (table, idx, entry) = loop {
@@ -737,13 +744,10 @@ impl ScriptedVcpu {
                         continue;
                     }
                     St::Mapped | St::BlockedW => {
-                        return Ok(codes::with_operand(
-                            codes::PAGE_ALREADY_ACCEPTED,
-                            u32::from(level),
-                        ));
+                        return Ok(StatusCode::PAGE_ALREADY_ACCEPTED.with_details(u32::from(level)));
                     }
                     St::Pending => {
-                        return codes::err(codes::PAGE_SIZE_MISMATCH, u32::from(level));
+                        return Err(StatusCode::PAGE_SIZE_MISMATCH.with_details(u32::from(level)));
                     }
                     _ => return Ok(self.accept_exit(st, gpa, req, level, entry)),
                 }
@@ -751,13 +755,10 @@ impl ScriptedVcpu {
             match s {
                 St::Pending => break (table, idx, entry),
                 St::Mapped | St::BlockedW => {
-                    return Ok(codes::with_operand(
-                        codes::PAGE_ALREADY_ACCEPTED,
-                        u32::from(level),
-                    ));
+                    return Ok(StatusCode::PAGE_ALREADY_ACCEPTED.with_details(u32::from(level)));
                 }
                 St::NlMapped | St::NlBlocked => {
-                    return codes::err(codes::PAGE_SIZE_MISMATCH, u32::from(level));
+                    return Err(StatusCode::PAGE_SIZE_MISMATCH.with_details(u32::from(level)));
                 }
                 _ => return Ok(self.accept_exit(st, gpa, req, level, entry)),
             }
@@ -767,7 +768,7 @@ impl ScriptedVcpu {
             &mut st.locks,
             LockKey::SeptEntry(tdr, gpa, req),
             Mode::Exclusive,
-            op::RCX,
+            OperandId::RCX,
         )?;
         held.release_all(&mut st.locks);
         let hpa = sept::hpa(entry);
@@ -823,7 +824,7 @@ impl Access<'_> {
 /// R8 = value, R9 = mask.
 fn tdg_vm_rdwr(st: &mut State, tdr: u64, regs: &mut Regs, write: bool, version: u8) -> LeafResult {
     if regs.rcx != 0 {
-        return codes::err(codes::OPERAND_INVALID, op::RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
     let w = write.then_some((regs.r8, regs.r9));
     let (old, next) = td_field_access(st.td_mut(tdr), regs.rdx, w, true)?;

@@ -14,9 +14,7 @@ use std::sync::{Condvar, Mutex};
 
 use tdx_abi::status::TdxStatus;
 
-use super::codes;
-#[cfg(test)]
-use super::codes::op;
+use super::codes::{self, OperandId, StatusCode};
 
 /// One lockable object of the module.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -105,7 +103,7 @@ impl Held {
         table: &mut LockTable,
         key: LockKey,
         mode: Mode,
-        operand: u32,
+        operand: OperandId,
     ) -> Result<(), TdxStatus> {
         if self.locks.iter().any(|(k, _)| *k == key) {
             // Already held by this leaf (e.g. an implicit and an explicit path to one page).
@@ -115,7 +113,7 @@ impl Held {
             self.locks.push((key, mode));
             Ok(())
         } else {
-            codes::err(codes::OPERAND_BUSY, operand)
+            codes::err(StatusCode::OPERAND_BUSY, operand)
         }
     }
 
@@ -130,8 +128,8 @@ impl Held {
 /// What a forced fault makes a leaf return.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// `TDX_OPERAND_BUSY` with this operand id (e.g. 128 = TDR, 146 = SEPT tree, 186 = KOT).
-    Busy(u32),
+    /// `TDX_OPERAND_BUSY` with this operand id (e.g. TDR, SEPT_TREE, KOT).
+    Busy(OperandId),
     /// `TDX_INTERRUPTED_RESUMABLE`.
     InterruptedResumable,
     /// Any other status, returned verbatim.
@@ -141,8 +139,8 @@ pub enum Fault {
 impl Fault {
     fn status(self) -> TdxStatus {
         match self {
-            Fault::Busy(o) => codes::with_operand(codes::OPERAND_BUSY, o),
-            Fault::InterruptedResumable => codes::code(codes::INTERRUPTED_RESUMABLE),
+            Fault::Busy(o) => codes::with_operand(StatusCode::OPERAND_BUSY, o),
+            Fault::InterruptedResumable => codes::code(StatusCode::INTERRUPTED_RESUMABLE),
             Fault::Status(s) => s,
         }
     }
@@ -154,8 +152,9 @@ impl Fault {
 ///
 /// ```
 /// # use tdx_host::emulated::{EmulatedModule, PlatformConfig, Fault};
+/// # use tdx_abi::status::OperandId;
 /// let m = EmulatedModule::new(PlatformConfig::default()).unwrap();
-/// m.faults().force_seamcall(33, Fault::Busy(128), 2); // TDH.SYS.INIT busy twice
+/// m.faults().force_seamcall(33, Fault::Busy(OperandId::TDR), 2); // TDH.SYS.INIT busy twice
 /// assert_eq!(m.faults().pending_seamcall(33), 2);
 /// ```
 ///
@@ -304,14 +303,15 @@ mod tests {
         let mut t = LockTable::default();
         let mut a = Held::default();
         let mut b = Held::default();
-        a.lock(&mut t, LockKey::Kot, Mode::Exclusive, op::KOT)
+        a.lock(&mut t, LockKey::Kot, Mode::Exclusive, OperandId::KOT)
             .unwrap();
         let e = b
-            .lock(&mut t, LockKey::Kot, Mode::Shared, op::KOT)
+            .lock(&mut t, LockKey::Kot, Mode::Shared, OperandId::KOT)
             .unwrap_err();
         assert_eq!(e.raw(), 0x8000_0200_0000_00BA);
         a.release_all(&mut t);
-        b.lock(&mut t, LockKey::Kot, Mode::Shared, op::KOT).unwrap();
+        b.lock(&mut t, LockKey::Kot, Mode::Shared, OperandId::KOT)
+            .unwrap();
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tdx_abi::call::Regs;
 use tdx_abi::gpa::Gpa;
 use tdx_abi::status::TdxStatus;
 
-use super::codes::{self, op};
+use super::codes::{self, OperandId, StatusCode};
 use super::locks::{LockKey, Mode};
 use super::sept::{self, St, Walk};
 use super::state::{ops, pt, State, Td};
@@ -39,16 +39,16 @@ fn ok() -> LeafResult {
 /// the level, private (shared bit clear) and below GPAW. Failure: OPERAND_INVALID(RCX).
 fn gpa_level(td: &Td, raw: u64, min: u8, max: u8) -> Result<(u64, u8), TdxStatus> {
     if raw & 0xFF8 != 0 || raw >> 52 != 0 {
-        return codes::err(codes::OPERAND_INVALID, op::RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
     let level = (raw & 7) as u8;
     if level < min || level > max {
-        return codes::err(codes::OPERAND_INVALID, op::RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
     let gpa = raw & sept::HPA_MASK;
     let size_mask = (1u64 << (12 + 9 * u32::from(level))) - 1;
     if gpa & size_mask != 0 {
-        return codes::err(codes::OPERAND_INVALID, op::RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
     check_private_gpa(td, gpa)?;
     Ok((gpa, level))
@@ -57,16 +57,16 @@ fn gpa_level(td: &Td, raw: u64, min: u8, max: u8) -> Result<(u64, u8), TdxStatus
 fn check_private_gpa(td: &Td, gpa: u64) -> Result<(), TdxStatus> {
     let bits = if td.config.gpaw52 { 52 } else { 48 };
     if gpa >> bits != 0 || gpa & (1u64 << (bits - 1)) != 0 {
-        return codes::err(codes::OPERAND_INVALID, op::RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
     Ok(())
 }
 
 /// A failing S-EPT status with the entry details in RCX/RDX.
-fn sept_fail(regs: &mut Regs, code: u64, level: u8, entry: u64) -> TdxStatus {
+fn sept_fail(regs: &mut Regs, code: StatusCode, level: u8, entry: u64) -> TdxStatus {
     regs.rcx = sept::arch_entry(entry);
     regs.rdx = sept::level_state(level, entry);
-    codes::with_operand(code, op::RCX)
+    codes::with_operand(code, OperandId::RCX)
 }
 
 /// The target entry of a leaf, found and entry-locked.
@@ -88,13 +88,15 @@ fn walk_and_lock(
     regs: &mut Regs,
 ) -> Result<Target, TdxStatus> {
     match st.td(tdr).sept.walk(gpa, level) {
-        Walk::Failed { level: l, entry } => Err(sept_fail(regs, codes::EPT_WALK_FAILED, l, entry)),
+        Walk::Failed { level: l, entry } => {
+            Err(sept_fail(regs, StatusCode::EPT_WALK_FAILED, l, entry))
+        }
         Walk::Found { table, idx, entry } => {
             ctx.held.lock(
                 &mut st.locks,
                 LockKey::SeptEntry(tdr, gpa, level),
                 Mode::Exclusive,
-                op::RCX,
+                OperandId::RCX,
             )?;
             Ok(Target {
                 table,
@@ -107,8 +109,12 @@ fn walk_and_lock(
 }
 
 fn lock_sept_tree(st: &mut State, ctx: &mut Ctx, tdr: u64, mode: Mode) -> Result<(), TdxStatus> {
-    ctx.held
-        .lock(&mut st.locks, LockKey::SeptTree(tdr), mode, op::SEPT_TREE)
+    ctx.held.lock(
+        &mut st.locks,
+        LockKey::SeptTree(tdr),
+        mode,
+        OperandId::SEPT_TREE,
+    )
 }
 
 /// Number of 4K pages of a leaf at `level`.
@@ -130,7 +136,7 @@ pub(crate) fn tdh_mem_sept_add(
     } else {
         regs.rdx
     };
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, tdr_pa, op::RDX, Mode::Shared)?;
+    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, tdr_pa, OperandId::RDX, Mode::Shared)?;
     st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), SEPT_ADD_STATES)?;
     let root = st.td(tdr).sept.root_level;
     let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 1, root)?;
@@ -142,7 +148,7 @@ pub(crate) fn tdh_mem_sept_add(
         _ => {
             return Err(sept_fail(
                 regs,
-                codes::EPT_ENTRY_STATE_INCORRECT,
+                StatusCode::EPT_ENTRY_STATE_INCORRECT,
                 level,
                 t.entry,
             ))
@@ -153,7 +159,7 @@ pub(crate) fn tdh_mem_sept_add(
         &m.geo,
         &mut ctx.held,
         page,
-        op::R8,
+        OperandId::R8,
         Mode::Exclusive,
         pt::NDA,
     )?;
@@ -177,41 +183,47 @@ pub(crate) fn tdh_mem_page_add(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Exclusive)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Exclusive,
+    )?;
     st.check_td_state(&mut ctx.held, tdr, None, I)?;
     let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, 0)?;
     let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
     if sept::state(t.entry) != St::Free {
         return Err(sept_fail(
             regs,
-            codes::EPT_ENTRY_STATE_INCORRECT,
+            StatusCode::EPT_ENTRY_STATE_INCORRECT,
             level,
             t.entry,
         ));
     }
     let src = regs.r9;
     if src & 0xFFF != 0 || m.geo.has_hkid_bits(src) || src >= m.mem.size() {
-        return codes::err(codes::OPERAND_INVALID, op::R9);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::R9);
     }
     if st
         .pamt_of(src)
         .is_some_and(|e| e.ty != pt::NDA && e.ty != pt::RSVD)
     {
         // A private page is not a shared source.
-        return codes::err(codes::OPERAND_INVALID, op::R9);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::R9);
     }
     let page = regs.r8;
     st.lock_explicit_page(
         &m.geo,
         &mut ctx.held,
         page,
-        op::R8,
+        OperandId::R8,
         Mode::Exclusive,
         pt::NDA,
     )?;
     let mut buf = [0u8; 4096];
     if m.mem.raw_read(src, &mut buf).is_err() || m.mem.raw_write(page, &buf).is_err() {
-        return codes::err(codes::OPERAND_ADDR_RANGE_ERROR, op::R8);
+        return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::R8);
     }
     m.mem.clear_poison(page, 1);
     st.set_pages(&m.mem, page, 1, pt::REG, tdr, 0);
@@ -255,30 +267,36 @@ pub(crate) fn tdh_mr_extend(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Exclusive)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Exclusive,
+    )?;
     st.check_td_state(&mut ctx.held, tdr, None, I)?;
     let gpa = regs.rcx;
     if gpa % 256 != 0 {
-        return codes::err(codes::OPERAND_INVALID, op::RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
     check_private_gpa(st.td(tdr), gpa)?;
     let (level, entry) = match find_leaf(st.td(tdr), gpa) {
         Ok(x) => x,
         // The walk to the leaf failed: EPT_ENTRY_NOT_PRESENT(RCX) with the details.
-        Err((l, e)) => return Err(sept_fail(regs, codes::EPT_ENTRY_NOT_PRESENT, l, e)),
+        Err((l, e)) => return Err(sept_fail(regs, StatusCode::EPT_ENTRY_NOT_PRESENT, l, e)),
     };
     if sept::state(entry) != St::Mapped {
-        return Err(codes::code(codes::EPT_ENTRY_NOT_PRESENT));
+        return Err(codes::code(StatusCode::EPT_ENTRY_NOT_PRESENT));
     }
     let offset = gpa & ((1u64 << (12 + 9 * u32::from(level))) - 1);
     let hpa = sept::hpa(entry) + offset;
     let mut chunk = [0u8; 256];
     if m.mem.raw_read(hpa, &mut chunk).is_err() {
-        return codes::err(codes::OPERAND_ADDR_RANGE_ERROR, op::RCX);
+        return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RCX);
     }
     if m.mem.is_poisoned(hpa & !0xFFF) {
         st.td_mut(tdr).fatal = true;
-        return Err(codes::code(codes::TD_FATAL));
+        return Err(codes::code(StatusCode::TD_FATAL));
     }
     if let Some(b) = st.td_mut(tdr).mrtd_builder.as_mut() {
         let _ = b.mr_extend(Gpa(gpa), &chunk);
@@ -293,11 +311,17 @@ pub(crate) fn tdh_mr_finalize(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rcx, op::RCX, Mode::Exclusive)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rcx,
+        OperandId::RCX,
+        Mode::Exclusive,
+    )?;
     st.check_td_state(&mut ctx.held, tdr, None, I)?;
     let td = st.td_mut(tdr);
     if td.num_vcpus == 0 {
-        return Err(codes::code(codes::NO_VCPUS));
+        return Err(codes::code(StatusCode::NO_VCPUS));
     }
     if let Some(b) = td.mrtd_builder.take() {
         td.mrtd = b.finalize();
@@ -314,7 +338,13 @@ pub(crate) fn tdh_mem_page_aug(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Shared)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Shared,
+    )?;
     st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), I_R)?;
     let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, 1)?;
     lock_sept_tree(st, ctx, tdr, Mode::Shared)?;
@@ -322,7 +352,7 @@ pub(crate) fn tdh_mem_page_aug(
     if !matches!(sept::state(t.entry), St::Free | St::Removed) {
         return Err(sept_fail(
             regs,
-            codes::EPT_ENTRY_STATE_INCORRECT,
+            StatusCode::EPT_ENTRY_STATE_INCORRECT,
             level,
             t.entry,
         ));
@@ -331,18 +361,22 @@ pub(crate) fn tdh_mem_page_aug(
     let page = regs.r8;
     let n = pages_of(level);
     if page & (n * 4096 - 1) != 0 || m.geo.has_hkid_bits(page) {
-        return codes::err(codes::OPERAND_INVALID, op::R8);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::R8);
     }
     for i in 0..n {
         let Some(loc) = page.checked_add(i * 4096).and_then(|p| st.pamt_loc(p)) else {
-            return codes::err(codes::OPERAND_ADDR_RANGE_ERROR, op::R8);
+            return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::R8);
         };
         if i == 0 {
-            ctx.held
-                .lock(&mut st.locks, LockKey::Page(page), Mode::Exclusive, op::R8)?;
+            ctx.held.lock(
+                &mut st.locks,
+                LockKey::Page(page),
+                Mode::Exclusive,
+                OperandId::R8,
+            )?;
         }
         if st.pamt(loc).ty != pt::NDA {
-            return codes::err(codes::PAGE_METADATA_INCORRECT, op::R8);
+            return codes::err(StatusCode::PAGE_METADATA_INCORRECT, OperandId::R8);
         }
     }
     st.set_pages(&m.mem, page, n, pt::REG, tdr, level);
@@ -380,7 +414,13 @@ pub(crate) fn tdh_mem_range_block(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Shared)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Shared,
+    )?;
     st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), BLOCK_STATES)?;
     let root = st.td(tdr).sept.root_level;
     let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, root)?;
@@ -390,14 +430,14 @@ pub(crate) fn tdh_mem_range_block(
         St::NlMapped | St::Mapped | St::BlockedW | St::Pending | St::PendingBlockedW => {}
         St::Blocked | St::NlBlocked | St::PendingBlocked => {
             return Ok(codes::with_operand(
-                codes::GPA_RANGE_ALREADY_BLOCKED,
-                op::RCX,
+                StatusCode::GPA_RANGE_ALREADY_BLOCKED,
+                OperandId::RCX,
             ));
         }
         _ => {
             return Err(sept_fail(
                 regs,
-                codes::EPT_ENTRY_STATE_INCORRECT,
+                StatusCode::EPT_ENTRY_STATE_INCORRECT,
                 level,
                 t.entry,
             ))
@@ -418,7 +458,13 @@ pub(crate) fn tdh_mem_range_unblock(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Shared)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Shared,
+    )?;
     st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), BLOCK_STATES)?;
     let root = st.td(tdr).sept.root_level;
     let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, root)?;
@@ -430,14 +476,14 @@ pub(crate) fn tdh_mem_range_unblock(
     ) {
         return Err(sept_fail(
             regs,
-            codes::EPT_ENTRY_STATE_INCORRECT,
+            StatusCode::EPT_ENTRY_STATE_INCORRECT,
             level,
             t.entry,
         ));
     }
     let td = st.td(tdr);
     if tracking_required(td.op_state) && !td.is_tracked(bepoch_of(st, t.entry)) {
-        return Err(codes::code(codes::TLB_TRACKING_NOT_DONE));
+        return Err(codes::code(StatusCode::TLB_TRACKING_NOT_DONE));
     }
     st.td_mut(tdr)
         .sept
@@ -453,18 +499,24 @@ pub(crate) fn tdh_mem_track(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rcx, op::RCX, Mode::Shared)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rcx,
+        OperandId::RCX,
+        Mode::Shared,
+    )?;
     st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), TRACK_STATES)?;
     ctx.held.lock(
         &mut st.locks,
         LockKey::Epoch(tdr),
         Mode::Exclusive,
-        op::TD_EPOCH,
+        OperandId::TD_EPOCH,
     )?;
     let td = st.td_mut(tdr);
     let prev = td.td_epoch.wrapping_sub(1);
     if td.refcount[(prev & 1) as usize] != 0 {
-        return Err(codes::code(codes::PREVIOUS_TLB_EPOCH_BUSY));
+        return Err(codes::code(StatusCode::PREVIOUS_TLB_EPOCH_BUSY));
     }
     td.td_epoch += 1;
     ok()
@@ -478,7 +530,13 @@ pub(crate) fn tdh_mem_page_remove(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Shared)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Shared,
+    )?;
     st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), REMOVE_STATES)?;
     let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, 2)?;
     lock_sept_tree(st, ctx, tdr, Mode::Shared)?;
@@ -487,20 +545,24 @@ pub(crate) fn tdh_mem_page_remove(
     if !s.is_leaf() {
         return Err(sept_fail(
             regs,
-            codes::EPT_ENTRY_STATE_INCORRECT,
+            StatusCode::EPT_ENTRY_STATE_INCORRECT,
             level,
             t.entry,
         ));
     }
     let page = sept::hpa(t.entry);
-    ctx.held
-        .lock(&mut st.locks, LockKey::Page(page), Mode::Exclusive, op::RCX)?;
+    ctx.held.lock(
+        &mut st.locks,
+        LockKey::Page(page),
+        Mode::Exclusive,
+        OperandId::RCX,
+    )?;
     let td = st.td(tdr);
     if tracking_required(td.op_state) {
         if !matches!(s, St::Blocked | St::PendingBlocked) {
             return Err(sept_fail(
                 regs,
-                codes::GPA_RANGE_NOT_BLOCKED,
+                StatusCode::GPA_RANGE_NOT_BLOCKED,
                 level,
                 t.entry,
             ));
@@ -508,7 +570,7 @@ pub(crate) fn tdh_mem_page_remove(
         if !td.is_tracked(bepoch_of(st, t.entry)) {
             return Err(sept_fail(
                 regs,
-                codes::TLB_TRACKING_NOT_DONE,
+                StatusCode::TLB_TRACKING_NOT_DONE,
                 level,
                 t.entry,
             ));
@@ -532,7 +594,13 @@ pub(crate) fn tdh_mem_sept_remove(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Shared)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Shared,
+    )?;
     st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), ALL_BUT_U)?;
     let root = st.td(tdr).sept.root_level;
     let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 1, root)?;
@@ -542,7 +610,7 @@ pub(crate) fn tdh_mem_sept_remove(
     if !s.is_nl() {
         return Err(sept_fail(
             regs,
-            codes::EPT_ENTRY_STATE_INCORRECT,
+            StatusCode::EPT_ENTRY_STATE_INCORRECT,
             level,
             t.entry,
         ));
@@ -552,7 +620,7 @@ pub(crate) fn tdh_mem_sept_remove(
         if s != St::NlBlocked {
             return Err(sept_fail(
                 regs,
-                codes::GPA_RANGE_NOT_BLOCKED,
+                StatusCode::GPA_RANGE_NOT_BLOCKED,
                 level,
                 t.entry,
             ));
@@ -560,7 +628,7 @@ pub(crate) fn tdh_mem_sept_remove(
         if !td.is_tracked(bepoch_of(st, t.entry)) {
             return Err(sept_fail(
                 regs,
-                codes::TLB_TRACKING_NOT_DONE,
+                StatusCode::TLB_TRACKING_NOT_DONE,
                 level,
                 t.entry,
             ));
@@ -573,7 +641,12 @@ pub(crate) fn tdh_mem_sept_remove(
         .get(&child)
         .is_none_or(|c| c.iter().all(|e| sept::state(*e) == St::Free));
     if !all_free {
-        return Err(sept_fail(regs, codes::EPT_PAGE_NOT_FREE, level, t.entry));
+        return Err(sept_fail(
+            regs,
+            StatusCode::EPT_PAGE_NOT_FREE,
+            level,
+            t.entry,
+        ));
     }
     st.set_pages(&m.mem, child, 1, pt::NDA, 0, 0);
     st.chld_sub(tdr, 1);
@@ -591,13 +664,21 @@ pub(crate) fn tdh_mem_sept_rd(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Shared)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Shared,
+    )?;
     st.check_td_state(&mut ctx.held, tdr, None, ALL_BUT_U)?;
     let root = st.td(tdr).sept.root_level;
     let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, root)?;
     lock_sept_tree(st, ctx, tdr, Mode::Shared)?;
     match st.td(tdr).sept.walk(gpa, level) {
-        Walk::Failed { level: l, entry } => Err(sept_fail(regs, codes::EPT_WALK_FAILED, l, entry)),
+        Walk::Failed { level: l, entry } => {
+            Err(sept_fail(regs, StatusCode::EPT_WALK_FAILED, l, entry))
+        }
         Walk::Found { entry, .. } => {
             regs.rcx = sept::arch_entry(entry);
             regs.rdx = sept::level_state(level, entry);

@@ -60,54 +60,55 @@ pub use guest::{
 pub use locks::{Fault, FaultInjector};
 pub use phys::{PhysMemError, PhysicalMemory};
 
-use codes::op;
+use codes::{OperandId, StatusCode};
 use locks::Held;
 use state::{Geometry, State, SysState};
 
-/// SEAMCALL leaf numbers (tdx-module-abi.md §2).
+/// SEAMCALL leaf numbers, from `tdx_abi::leaf::SeamcallLeaf` (usable in patterns).
 pub(crate) mod leaf {
-    pub(crate) const VP_ENTER: u16 = 0;
-    pub(crate) const MNG_ADDCX: u16 = 1;
-    pub(crate) const MEM_PAGE_ADD: u16 = 2;
-    pub(crate) const MEM_SEPT_ADD: u16 = 3;
-    pub(crate) const VP_ADDCX: u16 = 4;
-    pub(crate) const MEM_PAGE_AUG: u16 = 6;
-    pub(crate) const MEM_RANGE_BLOCK: u16 = 7;
-    pub(crate) const MNG_KEY_CONFIG: u16 = 8;
-    pub(crate) const MNG_CREATE: u16 = 9;
-    pub(crate) const VP_CREATE: u16 = 10;
-    pub(crate) const MNG_RD: u16 = 11;
-    pub(crate) const MNG_WR: u16 = 13;
-    pub(crate) const MR_EXTEND: u16 = 16;
-    pub(crate) const MR_FINALIZE: u16 = 17;
-    pub(crate) const VP_FLUSH: u16 = 18;
-    pub(crate) const MNG_VPFLUSHDONE: u16 = 19;
-    pub(crate) const MNG_KEY_FREEID: u16 = 20;
-    pub(crate) const MNG_INIT: u16 = 21;
-    pub(crate) const VP_INIT: u16 = 22;
-    pub(crate) const MEM_PAGE_PROMOTE: u16 = 23;
-    pub(crate) const PHYMEM_PAGE_RDMD: u16 = 24;
-    pub(crate) const MEM_SEPT_RD: u16 = 25;
-    pub(crate) const VP_RD: u16 = 26;
-    pub(crate) const MNG_KEY_RECLAIMID: u16 = 27;
-    pub(crate) const PHYMEM_PAGE_RECLAIM: u16 = 28;
-    pub(crate) const MEM_PAGE_REMOVE: u16 = 29;
-    pub(crate) const MEM_SEPT_REMOVE: u16 = 30;
-    pub(crate) const SYS_KEY_CONFIG: u16 = 31;
-    pub(crate) const SYS_INFO: u16 = 32;
-    pub(crate) const SYS_INIT: u16 = 33;
-    pub(crate) const SYS_RD: u16 = 34;
-    pub(crate) const SYS_LP_INIT: u16 = 35;
-    pub(crate) const SYS_TDMR_INIT: u16 = 36;
-    pub(crate) const SYS_RDALL: u16 = 37;
-    pub(crate) const MEM_TRACK: u16 = 38;
-    pub(crate) const MEM_RANGE_UNBLOCK: u16 = 39;
-    pub(crate) const PHYMEM_CACHE_WB: u16 = 40;
-    pub(crate) const PHYMEM_PAGE_WBINVD: u16 = 41;
-    pub(crate) const VP_WR: u16 = 43;
-    pub(crate) const SYS_LP_SHUTDOWN: u16 = 44;
-    pub(crate) const SYS_CONFIG: u16 = 45;
-    pub(crate) const SYS_UPDATE: u16 = 53;
+    use tdx_abi::leaf::SeamcallLeaf as L;
+    pub(crate) const VP_ENTER: u16 = L::TDH_VP_ENTER.raw();
+    pub(crate) const MNG_ADDCX: u16 = L::TDH_MNG_ADDCX.raw();
+    pub(crate) const MEM_PAGE_ADD: u16 = L::TDH_MEM_PAGE_ADD.raw();
+    pub(crate) const MEM_SEPT_ADD: u16 = L::TDH_MEM_SEPT_ADD.raw();
+    pub(crate) const VP_ADDCX: u16 = L::TDH_VP_ADDCX.raw();
+    pub(crate) const MEM_PAGE_AUG: u16 = L::TDH_MEM_PAGE_AUG.raw();
+    pub(crate) const MEM_RANGE_BLOCK: u16 = L::TDH_MEM_RANGE_BLOCK.raw();
+    pub(crate) const MNG_KEY_CONFIG: u16 = L::TDH_MNG_KEY_CONFIG.raw();
+    pub(crate) const MNG_CREATE: u16 = L::TDH_MNG_CREATE.raw();
+    pub(crate) const VP_CREATE: u16 = L::TDH_VP_CREATE.raw();
+    pub(crate) const MNG_RD: u16 = L::TDH_MNG_RD.raw();
+    pub(crate) const MNG_WR: u16 = L::TDH_MNG_WR.raw();
+    pub(crate) const MR_EXTEND: u16 = L::TDH_MR_EXTEND.raw();
+    pub(crate) const MR_FINALIZE: u16 = L::TDH_MR_FINALIZE.raw();
+    pub(crate) const VP_FLUSH: u16 = L::TDH_VP_FLUSH.raw();
+    pub(crate) const MNG_VPFLUSHDONE: u16 = L::TDH_MNG_VPFLUSHDONE.raw();
+    pub(crate) const MNG_KEY_FREEID: u16 = L::TDH_MNG_KEY_FREEID.raw();
+    pub(crate) const MNG_INIT: u16 = L::TDH_MNG_INIT.raw();
+    pub(crate) const VP_INIT: u16 = L::TDH_VP_INIT.raw();
+    pub(crate) const MEM_PAGE_PROMOTE: u16 = L::TDH_MEM_PAGE_PROMOTE.raw();
+    pub(crate) const PHYMEM_PAGE_RDMD: u16 = L::TDH_PHYMEM_PAGE_RDMD.raw();
+    pub(crate) const MEM_SEPT_RD: u16 = L::TDH_MEM_SEPT_RD.raw();
+    pub(crate) const VP_RD: u16 = L::TDH_VP_RD.raw();
+    pub(crate) const MNG_KEY_RECLAIMID: u16 = L::TDH_MNG_KEY_RECLAIMID.raw();
+    pub(crate) const PHYMEM_PAGE_RECLAIM: u16 = L::TDH_PHYMEM_PAGE_RECLAIM.raw();
+    pub(crate) const MEM_PAGE_REMOVE: u16 = L::TDH_MEM_PAGE_REMOVE.raw();
+    pub(crate) const MEM_SEPT_REMOVE: u16 = L::TDH_MEM_SEPT_REMOVE.raw();
+    pub(crate) const SYS_KEY_CONFIG: u16 = L::TDH_SYS_KEY_CONFIG.raw();
+    pub(crate) const SYS_INFO: u16 = L::TDH_SYS_INFO.raw();
+    pub(crate) const SYS_INIT: u16 = L::TDH_SYS_INIT.raw();
+    pub(crate) const SYS_RD: u16 = L::TDH_SYS_RD.raw();
+    pub(crate) const SYS_LP_INIT: u16 = L::TDH_SYS_LP_INIT.raw();
+    pub(crate) const SYS_TDMR_INIT: u16 = L::TDH_SYS_TDMR_INIT.raw();
+    pub(crate) const SYS_RDALL: u16 = L::TDH_SYS_RDALL.raw();
+    pub(crate) const MEM_TRACK: u16 = L::TDH_MEM_TRACK.raw();
+    pub(crate) const MEM_RANGE_UNBLOCK: u16 = L::TDH_MEM_RANGE_UNBLOCK.raw();
+    pub(crate) const PHYMEM_CACHE_WB: u16 = L::TDH_PHYMEM_CACHE_WB.raw();
+    pub(crate) const PHYMEM_PAGE_WBINVD: u16 = L::TDH_PHYMEM_PAGE_WBINVD.raw();
+    pub(crate) const VP_WR: u16 = L::TDH_VP_WR.raw();
+    pub(crate) const SYS_LP_SHUTDOWN: u16 = L::TDH_SYS_LP_SHUTDOWN.raw();
+    pub(crate) const SYS_CONFIG: u16 = L::TDH_SYS_CONFIG.raw();
+    pub(crate) const SYS_UPDATE: u16 = L::TDH_SYS_UPDATE.raw();
 }
 
 /// Configuration of the emulated platform.
@@ -447,12 +448,12 @@ impl EmulatedModule {
         // tdx_vmm_dispatcher.c: leaf and version decode.
         let rax = regs.rax;
         if rax >> 24 != 0 {
-            return state::invalid(op::RAX);
+            return state::invalid(OperandId::RAX);
         }
         let leaf_no = (rax & 0xFFFF) as u16;
         let version = ((rax >> 16) & 0xFF) as u8;
         if version > max_version(leaf_no) {
-            return state::invalid(op::RAX);
+            return state::invalid(OperandId::RAX);
         }
         let mut ctx = Ctx {
             lp,
@@ -477,10 +478,10 @@ impl EmulatedModule {
                     | leaf::SYS_UPDATE
             );
             if !sys_leaf && st.sys != SysState::SysReady {
-                return codes::code(codes::SYS_NOT_READY);
+                return codes::code(StatusCode::SYS_NOT_READY);
             }
             let Some(handler) = handler_of(leaf_no) else {
-                return state::invalid(op::RAX);
+                return state::invalid(OperandId::RAX);
             };
             if let Some(forced) = self.faults.take_seamcall(leaf_no) {
                 return forced;

@@ -7,7 +7,7 @@ use tdx_abi::call::Regs;
 use tdx_abi::measure::{Measurement, MrtdBuilder};
 use tdx_abi::status::TdxStatus;
 
-use super::codes::{self, op, with_operand};
+use super::codes::{self, with_operand, OperandId, StatusCode};
 use super::locks::{Held, LockKey, LockTable, Mode};
 use super::phys::PhysicalMemory;
 use super::sept::Sept;
@@ -356,20 +356,20 @@ impl State {
         g: &Geometry,
         held: &mut Held,
         pa: u64,
-        operand: u32,
+        operand: OperandId,
         mode: Mode,
         expected_type: u8,
     ) -> Result<PamtLoc, TdxStatus> {
         if pa & 0xFFF != 0 || g.has_hkid_bits(pa) {
-            return codes::err(codes::OPERAND_INVALID, operand);
+            return codes::err(StatusCode::OPERAND_INVALID, operand);
         }
         let Some(loc) = self.pamt_loc(pa) else {
-            return codes::err(codes::OPERAND_ADDR_RANGE_ERROR, operand);
+            return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, operand);
         };
         held.lock(&mut self.locks, LockKey::Page(pa), mode, operand)?;
         let e = self.pamt(loc);
         if e.ty != expected_type || (expected_type == pt::NDA && e.size != 0) {
-            return codes::err(codes::PAGE_METADATA_INCORRECT, operand);
+            return codes::err(StatusCode::PAGE_METADATA_INCORRECT, operand);
         }
         Ok(loc)
     }
@@ -380,13 +380,13 @@ impl State {
         g: &Geometry,
         held: &mut Held,
         tdr_pa: u64,
-        operand: u32,
+        operand: OperandId,
         mode: Mode,
     ) -> Result<u64, TdxStatus> {
         self.lock_explicit_page(g, held, tdr_pa, operand, mode, pt::TDR)?;
         if !self.tds.contains_key(&tdr_pa) {
             // A PAMT TDR entry without a TD: cannot happen; report as wrong metadata.
-            return codes::err(codes::PAGE_METADATA_INCORRECT, operand);
+            return codes::err(StatusCode::PAGE_METADATA_INCORRECT, operand);
         }
         Ok(tdr_pa)
     }
@@ -410,19 +410,24 @@ impl State {
     ) -> Result<(), TdxStatus> {
         let td = self.td(tdr);
         if td.fatal {
-            return Err(codes::code(codes::TD_FATAL));
+            return Err(codes::code(StatusCode::TD_FATAL));
         }
         if td.lifecycle != lc::KEYS_CONFIGURED {
-            return Err(codes::code(codes::TD_KEYS_NOT_CONFIGURED));
+            return Err(codes::code(StatusCode::TD_KEYS_NOT_CONFIGURED));
         }
         if td.tdcx.len() < MIN_TDCX {
-            return Err(codes::code(codes::TDCS_NOT_ALLOCATED));
+            return Err(codes::code(StatusCode::TDCS_NOT_ALLOCATED));
         }
         if let Some(m) = op_lock {
-            held.lock(&mut self.locks, LockKey::OpState(tdr), m, op::OP_STATE)?;
+            held.lock(
+                &mut self.locks,
+                LockKey::OpState(tdr),
+                m,
+                OperandId::OP_STATE,
+            )?;
         }
         if !legal.contains(&self.td(tdr).op_state) {
-            return Err(codes::code(codes::OP_STATE_INCORRECT));
+            return Err(codes::code(StatusCode::OP_STATE_INCORRECT));
         }
         Ok(())
     }
@@ -451,6 +456,6 @@ impl State {
 }
 
 /// Convenience for handlers: an `Err` status with an operand.
-pub(crate) fn invalid(operand: u32) -> TdxStatus {
-    with_operand(codes::OPERAND_INVALID, operand)
+pub(crate) fn invalid(operand: OperandId) -> TdxStatus {
+    with_operand(StatusCode::OPERAND_INVALID, operand)
 }

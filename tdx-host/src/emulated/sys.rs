@@ -7,7 +7,7 @@ use tdx_abi::tdmr::{CmrInfoEntry, TdmrInfo};
 use tdx_memory::tdmr::{validate, TdmrConstraints, TdmrValidationErrorKind};
 use zerocopy::FromBytes;
 
-use super::codes::{self, op};
+use super::codes::{self, OperandId, StatusCode};
 use super::state::{kot, pt, PamtEntry, State, SysState, Tdmr};
 use super::{Ctx, EmulatedModule, LeafResult};
 
@@ -155,10 +155,10 @@ pub(crate) fn tdh_sys_init(
     regs: &mut Regs,
 ) -> LeafResult {
     if st.sys != SysState::SysinitPending {
-        return Err(codes::code(codes::SYS_INIT_NOT_PENDING));
+        return Err(codes::code(StatusCode::SYS_INIT_NOT_PENDING));
     }
     if regs.rcx != 0 {
-        return codes::err(codes::OPERAND_INVALID, op::RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
     st.sys = SysState::SysinitDone;
     Ok(TdxStatus::SUCCESS)
@@ -175,13 +175,13 @@ pub(crate) fn tdh_sys_lp_init(
     regs.rdx = 0;
     regs.r8 = 0;
     if st.sys != SysState::SysinitDone {
-        return Err(codes::code(codes::SYS_LP_INIT_NOT_PENDING));
+        return Err(codes::code(StatusCode::SYS_LP_INIT_NOT_PENDING));
     }
     let Some(done) = st.lp_init.get_mut(ctx.lp as usize) else {
-        return Err(codes::code(codes::SYS_LP_INIT_NOT_PENDING));
+        return Err(codes::code(StatusCode::SYS_LP_INIT_NOT_PENDING));
     };
     if *done {
-        return Err(codes::code(codes::SYS_LP_INIT_DONE));
+        return Err(codes::code(StatusCode::SYS_LP_INIT_DONE));
     }
     *done = true;
     Ok(TdxStatus::SUCCESS)
@@ -198,24 +198,24 @@ pub(crate) fn tdh_sys_rd(
     regs.rdx = u64::MAX;
     regs.r8 = 0;
     if st.sys == SysState::SysinitPending || !lp_init_done(st, ctx) {
-        return Err(codes::code(codes::SYS_LP_INIT_NOT_DONE));
+        return Err(codes::code(StatusCode::SYS_LP_INIT_NOT_DONE));
     }
     let md = sys_metadata(m);
     // An all-ones ID (context bits ignored) asks for the first field.
     if field | (0x7 << 52) == u64::MAX {
         regs.rdx = md[0].0;
-        return Ok(codes::code(codes::METADATA_FIRST_FIELD_ID_IN_CONTEXT));
+        return Ok(codes::code(StatusCode::METADATA_FIRST_FIELD_ID_IN_CONTEXT));
     }
     let Some(norm) = normalize_field_id(field) else {
         regs.rdx = u64::MAX;
-        return Err(codes::code(codes::METADATA_FIELD_ID_INCORRECT));
+        return Err(codes::code(StatusCode::METADATA_FIELD_ID_INCORRECT));
     };
     let Some(pos) = md
         .iter()
         .position(|(id, _)| normalize_field_id(*id) == Some(norm))
     else {
         regs.rdx = u64::MAX;
-        return Err(codes::code(codes::METADATA_FIELD_ID_INCORRECT));
+        return Err(codes::code(StatusCode::METADATA_FIELD_ID_INCORRECT));
     };
     regs.r8 = md[pos].1;
     regs.rdx = md.get(pos + 1).map_or(u64::MAX, |x| x.0);
@@ -234,28 +234,28 @@ pub(crate) fn tdh_sys_rdall(
     regs: &mut Regs,
 ) -> LeafResult {
     if st.sys == SysState::SysinitPending || !lp_init_done(st, ctx) {
-        return Err(codes::code(codes::SYS_LP_INIT_NOT_DONE));
+        return Err(codes::code(StatusCode::SYS_LP_INIT_NOT_DONE));
     }
     let pa = regs.rdx;
     if pa & 0xFFF != 0 || m.geo.has_hkid_bits(pa) {
-        return codes::err(codes::OPERAND_INVALID, op::RDX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
     }
     if pa.checked_add(4096).is_none_or(|e| e > m.mem.size()) {
-        return codes::err(codes::OPERAND_ADDR_RANGE_ERROR, op::RDX);
+        return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RDX);
     }
     let md = sys_metadata(m);
     let start = if regs.r8 | (0x7 << 52) == u64::MAX {
         0
     } else {
         let Some(norm) = normalize_field_id(regs.r8) else {
-            return Err(codes::code(codes::METADATA_FIELD_ID_INCORRECT));
+            return Err(codes::code(StatusCode::METADATA_FIELD_ID_INCORRECT));
         };
         match md
             .iter()
             .position(|(id, _)| normalize_field_id(*id) == Some(norm))
         {
             Some(p) => p,
-            None => return Err(codes::code(codes::METADATA_FIELD_ID_INCORRECT)),
+            None => return Err(codes::code(StatusCode::METADATA_FIELD_ID_INCORRECT)),
         }
     };
     let mut buf = vec![0u8; 4096];
@@ -273,7 +273,7 @@ pub(crate) fn tdh_sys_rdall(
     buf[0..2].copy_from_slice(&(off as u16).to_le_bytes());
     buf[2..4].copy_from_slice(&n.to_le_bytes());
     if m.mem.raw_write(pa, &buf).is_err() {
-        return codes::err(codes::OPERAND_ADDR_RANGE_ERROR, op::RDX);
+        return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RDX);
     }
     regs.r8 = md.get(next).map_or(u64::MAX, |x| x.0);
     Ok(TdxStatus::SUCCESS)
@@ -282,7 +282,7 @@ pub(crate) fn tdh_sys_rdall(
 /// Maps a tdx-memory validation failure to the module's status.
 fn validation_status(e: &tdx_memory::tdmr::TdmrValidationError) -> TdxStatus {
     if e.kind == TdmrValidationErrorKind::InvalidTdmrCount {
-        return codes::with_operand(codes::OPERAND_INVALID, op::RDX);
+        return codes::with_operand(StatusCode::OPERAND_INVALID, OperandId::RDX);
     }
     TdxStatus::from_raw(e.status())
 }
@@ -296,37 +296,37 @@ pub(crate) fn tdh_sys_config(
     regs: &mut Regs,
 ) -> LeafResult {
     if st.sys != SysState::SysinitDone {
-        return Err(codes::code(codes::SYS_CONFIG_NOT_PENDING));
+        return Err(codes::code(StatusCode::SYS_CONFIG_NOT_PENDING));
     }
     if st.lp_init.iter().any(|d| !d) {
-        return Err(codes::code(codes::SYS_CONFIG_NOT_PENDING));
+        return Err(codes::code(StatusCode::SYS_CONFIG_NOT_PENDING));
     }
     let arr = regs.rcx;
     if arr % 512 != 0 || m.geo.has_hkid_bits(arr) {
-        return codes::err(codes::OPERAND_INVALID, op::RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
     let n = regs.rdx;
     if !(1..=64).contains(&n) {
-        return codes::err(codes::OPERAND_INVALID, op::RDX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
     }
     let hkid = regs.r8;
     if hkid >> 16 != 0 || !m.geo.is_private_hkid(hkid) {
-        return codes::err(codes::OPERAND_INVALID, op::R8);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::R8);
     }
     let mut tdmrs = Vec::with_capacity(n as usize);
     for i in 0..n {
         let Ok(entry_pa) = m.mem.raw_read_u64(arr + 8 * i) else {
-            return codes::err(codes::OPERAND_ADDR_RANGE_ERROR, op::RCX);
+            return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RCX);
         };
         if entry_pa % 512 != 0 || m.geo.has_hkid_bits(entry_pa) {
-            return codes::err(codes::OPERAND_INVALID, op::RCX);
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
         }
         let mut raw = [0u8; core::mem::size_of::<TdmrInfo>()];
         if m.mem.raw_read(entry_pa, &mut raw).is_err() {
-            return codes::err(codes::OPERAND_ADDR_RANGE_ERROR, op::RCX);
+            return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RCX);
         }
         let Ok(info) = TdmrInfo::read_from_bytes(&raw) else {
-            return codes::err(codes::OPERAND_INVALID, op::RCX);
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
         };
         tdmrs.push(info);
     }
@@ -378,13 +378,13 @@ pub(crate) fn tdh_sys_key_config(
     _regs: &mut Regs,
 ) -> LeafResult {
     if st.sys != SysState::SysconfigDone {
-        return Err(codes::code(codes::SYS_KEY_CONFIG_NOT_PENDING));
+        return Err(codes::code(StatusCode::SYS_KEY_CONFIG_NOT_PENDING));
     }
     let Some(done) = st.pkg_key_configured.get_mut(ctx.pkg as usize) else {
-        return Err(codes::code(codes::SYS_KEY_CONFIG_NOT_PENDING));
+        return Err(codes::code(StatusCode::SYS_KEY_CONFIG_NOT_PENDING));
     };
     if *done {
-        return Ok(codes::code(codes::KEY_CONFIGURED));
+        return Ok(codes::code(StatusCode::KEY_CONFIGURED));
     }
     *done = true;
     if st.pkg_key_configured.iter().all(|d| *d) {
@@ -405,13 +405,13 @@ pub(crate) fn tdh_sys_tdmr_init(
     regs.rdx = 0;
     let base = regs.rcx;
     if base % (1 << 30) != 0 || m.geo.has_hkid_bits(base) {
-        return codes::err(codes::OPERAND_INVALID, op::RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
     let Some(t) = st.tdmrs.iter_mut().find(|t| t.base == base) else {
-        return codes::err(codes::OPERAND_INVALID, op::RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     };
     if t.initialized >= t.size {
-        return Ok(codes::code(codes::TDMR_ALREADY_INITIALIZED));
+        return Ok(codes::code(StatusCode::TDMR_ALREADY_INITIALIZED));
     }
     let first = (t.initialized / 4096) as usize;
     let last = (first + TDMR_4K_PAMT_INIT_COUNT as usize).min(t.pamt.len());

@@ -6,7 +6,7 @@ use tdx_abi::call::Regs;
 use tdx_abi::measure::{Measurement, MrtdBuilder};
 use tdx_abi::status::TdxStatus;
 
-use super::codes::{self, op};
+use super::codes::{self, OperandId, StatusCode};
 use super::locks::{LockKey, Mode};
 use super::state::{
     kot, lc, ops, pt, vs, State, Td, TdConfig, Vcpu, VeInfoState, MAX_TDVPS_PAGES, MIN_TDCX,
@@ -36,22 +36,22 @@ pub(crate) fn tdh_mng_create(
 ) -> LeafResult {
     let (tdr, hkid) = (regs.rcx, regs.rdx);
     if hkid >> 16 != 0 || !m.geo.is_private_hkid(hkid) {
-        return codes::err(codes::OPERAND_INVALID, op::RDX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
     }
     st.lock_explicit_page(
         &m.geo,
         &mut ctx.held,
         tdr,
-        op::RCX,
+        OperandId::RCX,
         Mode::Exclusive,
         pt::NDA,
     )?;
     ctx.held
-        .lock(&mut st.locks, LockKey::Kot, Mode::Exclusive, op::KOT)?;
+        .lock(&mut st.locks, LockKey::Kot, Mode::Exclusive, OperandId::KOT)?;
     let hkid = hkid as u16;
     match st.kot_mut(&m.geo, hkid) {
         Some(k) if k.state == kot::FREE => k.state = kot::ASSIGNED,
-        _ => return Err(codes::code(codes::HKID_NOT_FREE)),
+        _ => return Err(codes::code(StatusCode::HKID_NOT_FREE)),
     }
     let _ = m.mem.raw_fill(tdr, 4096, 0);
     m.mem.clear_poison(tdr, 1);
@@ -67,18 +67,24 @@ pub(crate) fn tdh_mng_key_config(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rcx, op::RCX, Mode::Exclusive)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rcx,
+        OperandId::RCX,
+        Mode::Exclusive,
+    )?;
     let all = m.geo.all_packages();
     let td = st.td_mut(tdr);
     if td.fatal {
-        return Err(codes::code(codes::TD_FATAL));
+        return Err(codes::code(StatusCode::TD_FATAL));
     }
     if td.lifecycle != lc::HKID_ASSIGNED {
-        return Err(codes::code(codes::LIFECYCLE_STATE_INCORRECT));
+        return Err(codes::code(StatusCode::LIFECYCLE_STATE_INCORRECT));
     }
     let bit = 1u64 << ctx.pkg;
     if td.pkg_config_bitmap & bit != 0 {
-        return Ok(codes::code(codes::KEY_CONFIGURED));
+        return Ok(codes::code(StatusCode::KEY_CONFIGURED));
     }
     td.pkg_config_bitmap |= bit;
     if td.pkg_config_bitmap == all {
@@ -94,26 +100,32 @@ pub(crate) fn tdh_mng_addcx(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Exclusive)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Exclusive,
+    )?;
     let td = st.td(tdr);
     if td.fatal {
-        return Err(codes::code(codes::TD_FATAL));
+        return Err(codes::code(StatusCode::TD_FATAL));
     }
     if td.lifecycle != lc::KEYS_CONFIGURED {
-        return Err(codes::code(codes::TD_KEYS_NOT_CONFIGURED));
+        return Err(codes::code(StatusCode::TD_KEYS_NOT_CONFIGURED));
     }
     if td.tdcx.len() >= MAX_TDCX {
-        return Err(codes::code(codes::TDCX_NUM_INCORRECT));
+        return Err(codes::code(StatusCode::TDCX_NUM_INCORRECT));
     }
     if td.tdcx.len() >= MIN_TDCX && td.op_state != ops::UNINITIALIZED {
-        return Err(codes::code(codes::OP_STATE_INCORRECT));
+        return Err(codes::code(StatusCode::OP_STATE_INCORRECT));
     }
     let page = regs.rcx;
     st.lock_explicit_page(
         &m.geo,
         &mut ctx.held,
         page,
-        op::RCX,
+        OperandId::RCX,
         Mode::Exclusive,
         pt::NDA,
     )?;
@@ -172,29 +184,29 @@ fn parse_td_params(
 ) -> Result<TdConfig, TdxStatus> {
     let attributes = u64_at(p, 0);
     if !fixed_bits_ok(attributes, ATTRIBUTES_FIXED0, ATTRIBUTES_FIXED1) {
-        return codes::err(codes::OPERAND_INVALID, op::ATTRIBUTES);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::ATTRIBUTES);
     }
     let xfam = u64_at(p, 8);
     if !check_xfam(xfam) {
-        return codes::err(codes::OPERAND_INVALID, op::XFAM);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::XFAM);
     }
     let max_vcpus = u16_at(p, 16);
     if max_vcpus == 0 {
-        return codes::err(codes::OPERAND_INVALID, op::MAX_VCPUS);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::MAX_VCPUS);
     }
     let num_l2 = p[18];
     if num_l2 > MAX_L2_VMS {
-        return codes::err(codes::OPERAND_INVALID, op::NUM_L2_VMS);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::NUM_L2_VMS);
     }
     if num_tdcx < MIN_TDCX + usize::from(num_l2) {
-        return Err(codes::code(codes::TDCS_NOT_ALLOCATED));
+        return Err(codes::code(StatusCode::TDCS_NOT_ALLOCATED));
     }
     if !zero(&p[20..24]) {
-        return codes::err(codes::OPERAND_INVALID, op::RDX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
     }
     let config_flags = u64_at(p, 32);
     if config_flags & !CONFIG_FLAGS_FIXED0 != 0 {
-        return codes::err(codes::OPERAND_INVALID, op::EXEC_CONTROLS);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::EXEC_CONTROLS);
     }
     let gpaw52 = config_flags & 1 != 0;
     let eptp = u64_at(p, 24);
@@ -202,21 +214,21 @@ fn parse_td_params(
     let eptp_ok =
         eptp & 7 == 6 && (pwl == 3 || pwl == 4) && eptp >> 6 == 0 && (!gpaw52 || pwl == 4);
     if !eptp_ok {
-        return codes::err(codes::OPERAND_INVALID, op::EPTP_CONTROLS);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::EPTP_CONTROLS);
     }
     let tsc = u16_at(p, 40);
     if !(4..=400).contains(&tsc) {
-        return codes::err(codes::OPERAND_INVALID, op::TSC_FREQUENCY);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::TSC_FREQUENCY);
     }
     if !zero(&p[42..80]) {
-        return codes::err(codes::OPERAND_INVALID, op::RDX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
     }
     let msr_config_ctls = p[19];
     if msr_config_ctls & !1 != 0 {
-        return codes::err(codes::OPERAND_INVALID, op::RDX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
     }
     if !zero(&p[232..256]) {
-        return codes::err(codes::OPERAND_INVALID, op::RDX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
     }
     let mut cpuid_values = Vec::with_capacity(CPUID_CONFIG_LEAVES.len());
     for (i, ((leaf, sub), mask)) in CPUID_CONFIG_LEAVES
@@ -233,17 +245,20 @@ fn parse_td_params(
         ];
         if v.iter().zip(mask).any(|(v, m)| v & !m != 0) {
             regs.rcx = u64::from(*leaf) | (u64::from(*sub) << 32);
-            return codes::err(codes::OPERAND_INVALID, op::CPUID_CONFIG);
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::CPUID_CONFIG);
         }
         cpuid_values.push(v);
     }
     let cpuid_end = 256 + 16 * CPUID_CONFIG_LEAVES.len();
     if !zero(&p[cpuid_end..]) {
-        return codes::err(codes::OPERAND_INVALID, op::RDX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
     }
     // IA32_ARCH_CAPABILITIES_CONFIG_MASK is 0: no bit may be configured.
     if msr_config_ctls & 1 != 0 && u64_at(p, 224) != 0 {
-        return codes::err(codes::OPERAND_INVALID, op::IA32_ARCH_CAPABILITIES_CONFIG);
+        return codes::err(
+            StatusCode::OPERAND_INVALID,
+            OperandId::IA32_ARCH_CAPABILITIES_CONFIG,
+        );
     }
     Ok(TdConfig {
         attributes,
@@ -268,11 +283,17 @@ pub(crate) fn tdh_mng_init(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rcx, op::RCX, Mode::Exclusive)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rcx,
+        OperandId::RCX,
+        Mode::Exclusive,
+    )?;
     st.check_td_state(&mut ctx.held, tdr, None, &[ops::UNINITIALIZED])?;
     let pa = regs.rdx;
     if pa % 1024 != 0 || m.geo.has_hkid_bits(pa) {
-        return codes::err(codes::OPERAND_INVALID, op::RDX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
     }
     let mut p = [0u8; 1024];
     if m.mem.raw_read(pa, &mut p).is_err()
@@ -281,7 +302,7 @@ pub(crate) fn tdh_mng_init(
             .is_some_and(|e| e.ty != pt::NDA && e.ty != pt::RSVD)
     {
         // Outside memory, or a private page (not a shared HPA).
-        return codes::err(codes::OPERAND_ADDR_RANGE_ERROR, op::RDX);
+        return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RDX);
     }
     let num_tdcx = st.td(tdr).tdcx.len();
     let mut cfg = parse_td_params(&p, num_tdcx, regs)?;
@@ -380,23 +401,23 @@ pub(crate) fn td_field_access(
     let tdcs = td.tdcx.len() >= MIN_TDCX && td.op_state != ops::UNINITIALIZED;
     let fields = td_fields(td, tdcs);
     let Some(i) = find_field(&fields, id) else {
-        return Err(codes::code(codes::METADATA_FIELD_ID_INCORRECT));
+        return Err(codes::code(StatusCode::METADATA_FIELD_ID_INCORRECT));
     };
     let (fid, old, host_w, guest_w) = fields[i];
     let next = fields.get(i + 1).map_or(u64::MAX, |f| f.0);
     if let Some((value, mask)) = write {
         let wmask = if guest { guest_w } else { host_w };
         if wmask == 0 {
-            return Err(codes::code(codes::METADATA_FIELD_NOT_WRITABLE));
+            return Err(codes::code(StatusCode::METADATA_FIELD_NOT_WRITABLE));
         }
         if mask & !wmask != 0 {
-            return Err(codes::code(codes::METADATA_FIELD_NOT_WRITABLE));
+            return Err(codes::code(StatusCode::METADATA_FIELD_NOT_WRITABLE));
         }
         let new = (old & !mask) | (value & mask);
         match normalize_field_id(fid) {
             x if x == normalize_field_id(0x9110_0003_0000_0010) => td.notify_enables = new,
             x if x == normalize_field_id(0x1110_0003_0000_0017) => td.td_ctls = new,
-            _ => return Err(codes::code(codes::METADATA_FIELD_NOT_WRITABLE)),
+            _ => return Err(codes::code(StatusCode::METADATA_FIELD_NOT_WRITABLE)),
         }
     }
     Ok((old, next))
@@ -411,7 +432,13 @@ pub(crate) fn tdh_mng_rd(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rcx, op::RCX, Mode::Shared)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rcx,
+        OperandId::RCX,
+        Mode::Shared,
+    )?;
     regs.r8 = 0;
     let is_tdr_field = (regs.rdx >> 56) & 0x3F <= 1;
     if !is_tdr_field {
@@ -433,7 +460,13 @@ pub(crate) fn tdh_mng_wr(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rcx, op::RCX, Mode::Exclusive)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rcx,
+        OperandId::RCX,
+        Mode::Exclusive,
+    )?;
     st.check_td_state(&mut ctx.held, tdr, None, &[1, 2, 3, 6, 7, 8, 9, 10])?;
     let (old, _) = td_field_access(st.td_mut(tdr), regs.rdx, Some((regs.r8, regs.r9)), false)?;
     regs.r8 = old;
@@ -446,15 +479,19 @@ fn lock_tdvpr(
     ctx: &mut Ctx,
     st: &mut State,
     pa: u64,
-    operand: u32,
+    operand: OperandId,
     mode: Mode,
 ) -> Result<u64, TdxStatus> {
     let loc = st.lock_explicit_page(&m.geo, &mut ctx.held, pa, operand, mode, pt::TDVPR)?;
     let tdr = st.pamt(loc).owner;
-    ctx.held
-        .lock(&mut st.locks, LockKey::Page(tdr), Mode::Shared, op::TDR)?;
+    ctx.held.lock(
+        &mut st.locks,
+        LockKey::Page(tdr),
+        Mode::Shared,
+        OperandId::TDR,
+    )?;
     if !st.vcpus.contains_key(&pa) || !st.tds.contains_key(&tdr) {
-        return codes::err(codes::PAGE_METADATA_INCORRECT, operand);
+        return codes::err(StatusCode::PAGE_METADATA_INCORRECT, operand);
     }
     Ok(tdr)
 }
@@ -466,7 +503,13 @@ pub(crate) fn tdh_vp_create(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rdx, op::RDX, Mode::Shared)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Shared,
+    )?;
     st.check_td_state(
         &mut ctx.held,
         tdr,
@@ -478,7 +521,7 @@ pub(crate) fn tdh_vp_create(
         &m.geo,
         &mut ctx.held,
         page,
-        op::RCX,
+        OperandId::RCX,
         Mode::Exclusive,
         pt::NDA,
     )?;
@@ -514,7 +557,7 @@ pub(crate) fn tdh_vp_addcx(
     regs: &mut Regs,
 ) -> LeafResult {
     let tdvpr = regs.rdx;
-    let tdr = lock_tdvpr(m, ctx, st, tdvpr, op::RDX, Mode::Exclusive)?;
+    let tdr = lock_tdvpr(m, ctx, st, tdvpr, OperandId::RDX, Mode::Exclusive)?;
     st.check_td_state(
         &mut ctx.held,
         tdr,
@@ -523,17 +566,17 @@ pub(crate) fn tdh_vp_addcx(
     )?;
     let v = &st.vcpus[&tdvpr];
     if v.state != vs::UNINITIALIZED {
-        return Err(codes::code(codes::VCPU_STATE_INCORRECT));
+        return Err(codes::code(StatusCode::VCPU_STATE_INCORRECT));
     }
     if 1 + v.tdcx.len() >= MAX_TDVPS_PAGES {
-        return Err(codes::code(codes::TDCX_NUM_INCORRECT));
+        return Err(codes::code(StatusCode::TDCX_NUM_INCORRECT));
     }
     let page = regs.rcx;
     st.lock_explicit_page(
         &m.geo,
         &mut ctx.held,
         page,
-        op::RCX,
+        OperandId::RCX,
         Mode::Exclusive,
         pt::NDA,
     )?;
@@ -558,18 +601,18 @@ pub(crate) fn tdh_vp_init(
     regs: &mut Regs,
 ) -> LeafResult {
     let tdvpr = regs.rcx;
-    let tdr = lock_tdvpr(m, ctx, st, tdvpr, op::RCX, Mode::Exclusive)?;
+    let tdr = lock_tdvpr(m, ctx, st, tdvpr, OperandId::RCX, Mode::Exclusive)?;
     st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), &[ops::INITIALIZED])?;
     let v = &st.vcpus[&tdvpr];
     if 1 + v.tdcx.len() < MIN_TDVPS_PAGES {
-        return Err(codes::code(codes::TDCX_NUM_INCORRECT));
+        return Err(codes::code(StatusCode::TDCX_NUM_INCORRECT));
     }
     if v.state != vs::UNINITIALIZED {
-        return Err(codes::code(codes::VCPU_STATE_INCORRECT));
+        return Err(codes::code(StatusCode::VCPU_STATE_INCORRECT));
     }
     let td = st.td(tdr);
     if td.num_vcpus >= u32::from(td.config.max_vcpus) {
-        return Err(codes::code(codes::MAX_VCPUS_EXCEEDED));
+        return Err(codes::code(StatusCode::MAX_VCPUS_EXCEEDED));
     }
     let gpaw = if td.config.gpaw52 { 52 } else { 48 };
     let fms = td
@@ -639,24 +682,24 @@ fn vp_rdwr(
 ) -> LeafResult {
     let tdvpr = regs.rcx;
     let mode = if write { Mode::Exclusive } else { Mode::Shared };
-    let tdr = lock_tdvpr(m, ctx, st, tdvpr, op::RCX, mode)?;
+    let tdr = lock_tdvpr(m, ctx, st, tdvpr, OperandId::RCX, mode)?;
     st.check_td_state(&mut ctx.held, tdr, None, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10])?;
     let debug = st.td(tdr).config.attributes & 1 != 0;
     let v = &st.vcpus[&tdvpr];
     let fields = vp_fields(v, debug);
     let Some(n) = normalize_field_id(regs.rdx) else {
-        return Err(codes::code(codes::METADATA_FIELD_ID_INCORRECT));
+        return Err(codes::code(StatusCode::METADATA_FIELD_ID_INCORRECT));
     };
     let Some(i) = fields
         .iter()
         .position(|f| normalize_field_id(f.0) == Some(n))
     else {
-        return Err(codes::code(codes::METADATA_FIELD_ID_INCORRECT));
+        return Err(codes::code(StatusCode::METADATA_FIELD_ID_INCORRECT));
     };
     let (id, old, writable) = fields[i];
     if write {
         if !writable {
-            return Err(codes::code(codes::METADATA_FIELD_NOT_WRITABLE));
+            return Err(codes::code(StatusCode::METADATA_FIELD_NOT_WRITABLE));
         }
         let new = (old & !regs.r9) | (regs.r8 & regs.r9);
         let gpr = (id & 0xF) as usize;
@@ -701,12 +744,12 @@ pub(crate) fn tdh_vp_flush(
     regs: &mut Regs,
 ) -> LeafResult {
     let tdvpr = regs.rcx;
-    let tdr = lock_tdvpr(m, ctx, st, tdvpr, op::RCX, Mode::Exclusive)?;
+    let tdr = lock_tdvpr(m, ctx, st, tdvpr, OperandId::RCX, Mode::Exclusive)?;
     if st.td(tdr).lifecycle != lc::KEYS_CONFIGURED {
-        return Err(codes::code(codes::TD_KEYS_NOT_CONFIGURED));
+        return Err(codes::code(StatusCode::TD_KEYS_NOT_CONFIGURED));
     }
     if st.vcpus[&tdvpr].assoc_lp != Some(ctx.lp) {
-        return Err(codes::code(codes::VCPU_NOT_ASSOCIATED));
+        return Err(codes::code(StatusCode::VCPU_NOT_ASSOCIATED));
     }
     if let Some(v) = st.vcpus.get_mut(&tdvpr) {
         v.assoc_lp = None;
@@ -723,15 +766,21 @@ pub(crate) fn tdh_mng_vpflushdone(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rcx, op::RCX, Mode::Exclusive)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rcx,
+        OperandId::RCX,
+        Mode::Exclusive,
+    )?;
     ctx.held
-        .lock(&mut st.locks, LockKey::Kot, Mode::Exclusive, op::KOT)?;
+        .lock(&mut st.locks, LockKey::Kot, Mode::Exclusive, OperandId::KOT)?;
     let td = st.td(tdr);
     if td.lifecycle != lc::KEYS_CONFIGURED && td.lifecycle != lc::HKID_ASSIGNED {
-        return Err(codes::code(codes::LIFECYCLE_STATE_INCORRECT));
+        return Err(codes::code(StatusCode::LIFECYCLE_STATE_INCORRECT));
     }
     if td.tdcx.len() >= MIN_TDCX && td.op_state != ops::UNINITIALIZED && td.num_assoc_vcpus != 0 {
-        return Err(codes::code(codes::FLUSHVP_NOT_DONE));
+        return Err(codes::code(StatusCode::FLUSHVP_NOT_DONE));
     }
     let hkid = td.hkid;
     let all = m.geo.all_packages();
@@ -753,10 +802,10 @@ pub(crate) fn tdh_phymem_cache_wb(
     regs: &mut Regs,
 ) -> LeafResult {
     if regs.rcx > 1 {
-        return codes::err(codes::OPERAND_INVALID, op::RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
     ctx.held
-        .lock(&mut st.locks, LockKey::Kot, Mode::Shared, op::KOT)?;
+        .lock(&mut st.locks, LockKey::Kot, Mode::Shared, OperandId::KOT)?;
     let bit = 1u64 << ctx.pkg;
     let mut any = false;
     for k in st.kot.iter_mut() {
@@ -767,7 +816,7 @@ pub(crate) fn tdh_phymem_cache_wb(
     }
     let _ = m;
     if !any {
-        return Ok(codes::code(codes::NO_HKID_READY_TO_WBCACHE));
+        return Ok(codes::code(StatusCode::NO_HKID_READY_TO_WBCACHE));
     }
     ok()
 }
@@ -779,15 +828,23 @@ pub(crate) fn tdh_mng_key_freeid(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, regs.rcx, op::RCX, Mode::Exclusive)?;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rcx,
+        OperandId::RCX,
+        Mode::Exclusive,
+    )?;
     if st.td(tdr).lifecycle != lc::BLOCKED {
-        return Err(codes::code(codes::LIFECYCLE_STATE_INCORRECT));
+        return Err(codes::code(StatusCode::LIFECYCLE_STATE_INCORRECT));
     }
     ctx.held
-        .lock(&mut st.locks, LockKey::Kot, Mode::Exclusive, op::KOT)?;
+        .lock(&mut st.locks, LockKey::Kot, Mode::Exclusive, OperandId::KOT)?;
     let hkid = st.td(tdr).hkid;
     match st.kot_mut(&m.geo, hkid) {
-        Some(k) if k.wbinvd_pending != 0 => return Err(codes::code(codes::WBCACHE_NOT_COMPLETE)),
+        Some(k) if k.wbinvd_pending != 0 => {
+            return Err(codes::code(StatusCode::WBCACHE_NOT_COMPLETE))
+        }
         Some(k) => {
             k.state = kot::FREE;
         }
@@ -823,35 +880,43 @@ pub(crate) fn tdh_phymem_page_reclaim(
     regs.r10 = 0;
     regs.r11 = 0;
     if pa & 0xFFF != 0 || m.geo.has_hkid_bits(pa) {
-        return codes::err(codes::OPERAND_INVALID, op::RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
     let Some(loc) = st.pamt_loc(pa) else {
-        return codes::err(codes::OPERAND_ADDR_RANGE_ERROR, op::RCX);
+        return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RCX);
     };
     // The PAMT lock of a 2M page is its head's.
     let e = *st.pamt(loc);
     let head = if e.size == 1 { pa & !0x1F_FFFF } else { pa };
-    ctx.held
-        .lock(&mut st.locks, LockKey::Page(head), Mode::Exclusive, op::RCX)?;
+    ctx.held.lock(
+        &mut st.locks,
+        LockKey::Page(head),
+        Mode::Exclusive,
+        OperandId::RCX,
+    )?;
     if e.ty == pt::NDA || e.ty == pt::RSVD {
-        return codes::err(codes::PAGE_METADATA_INCORRECT, op::RCX);
+        return codes::err(StatusCode::PAGE_METADATA_INCORRECT, OperandId::RCX);
     }
     regs.rcx = u64::from(e.ty);
     regs.rdx = e.owner;
     regs.r8 = u64::from(e.size);
     if e.size == 1 && pa != head {
-        return codes::err(codes::OPERAND_INVALID, op::RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
     let pages = if e.size == 1 { 512 } else { 1 };
     if e.ty != pt::TDR {
-        ctx.held
-            .lock(&mut st.locks, LockKey::Page(e.owner), Mode::Shared, op::TDR)?;
+        ctx.held.lock(
+            &mut st.locks,
+            LockKey::Page(e.owner),
+            Mode::Shared,
+            OperandId::TDR,
+        )?;
         if st
             .tds
             .get(&e.owner)
             .is_none_or(|t| t.lifecycle != lc::TEARDOWN)
         {
-            return Err(codes::code(codes::LIFECYCLE_STATE_INCORRECT));
+            return Err(codes::code(StatusCode::LIFECYCLE_STATE_INCORRECT));
         }
         st.chld_sub(e.owner, pages);
         match e.ty {
@@ -876,10 +941,10 @@ pub(crate) fn tdh_phymem_page_reclaim(
     } else {
         let td = st.td(pa);
         if td.lifecycle != lc::TEARDOWN {
-            return Err(codes::code(codes::LIFECYCLE_STATE_INCORRECT));
+            return Err(codes::code(StatusCode::LIFECYCLE_STATE_INCORRECT));
         }
         if td.chldcnt != 0 {
-            return Err(codes::code(codes::TD_ASSOCIATED_PAGES_EXIST));
+            return Err(codes::code(StatusCode::TD_ASSOCIATED_PAGES_EXIST));
         }
         st.tds.remove(&pa);
     }
@@ -897,7 +962,14 @@ pub(crate) fn tdh_phymem_page_wbinvd(
     regs: &mut Regs,
 ) -> LeafResult {
     let pa = regs.rcx & ((1u64 << m.geo.hkid_shift) - 1);
-    st.lock_explicit_page(&m.geo, &mut ctx.held, pa, op::RCX, Mode::Shared, pt::NDA)?;
+    st.lock_explicit_page(
+        &m.geo,
+        &mut ctx.held,
+        pa,
+        OperandId::RCX,
+        Mode::Shared,
+        pt::NDA,
+    )?;
     ok()
 }
 
@@ -911,15 +983,19 @@ pub(crate) fn tdh_phymem_page_rdmd(
 ) -> LeafResult {
     let pa = regs.rcx;
     if pa & 0xFFF != 0 || m.geo.has_hkid_bits(pa) {
-        return codes::err(codes::OPERAND_INVALID, op::RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
     let Some(loc) = st.pamt_loc(pa) else {
-        return codes::err(codes::OPERAND_ADDR_RANGE_ERROR, op::RCX);
+        return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RCX);
     };
     let e = *st.pamt(loc);
     let head = if e.size == 1 { pa & !0x1F_FFFF } else { pa };
-    ctx.held
-        .lock(&mut st.locks, LockKey::Page(head), Mode::Shared, op::RCX)?;
+    ctx.held.lock(
+        &mut st.locks,
+        LockKey::Page(head),
+        Mode::Shared,
+        OperandId::RCX,
+    )?;
     regs.rcx = u64::from(e.ty);
     regs.rdx = e.owner;
     regs.r8 = u64::from(e.size);

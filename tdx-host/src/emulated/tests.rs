@@ -792,7 +792,8 @@ fn poisoned_page_is_fatal_to_the_td() {
 fn forced_faults_and_busy() {
     let b = create_td(0);
     let tdr = b.tdr;
-    b.m.faults().force_seamcall(11, super::Fault::Busy(128), 1);
+    b.m.faults()
+        .force_seamcall(11, super::Fault::Busy(tdx_abi::status::OperandId::TDR), 1);
     let (s, _) = call(&b.lp0, 11, |r| {
         r.rcx = tdr;
         r.rdx = 0x8010_0002_0000_0005;
