@@ -21,22 +21,52 @@
 //! refused only after the readiness check). SYS.RD/RDALL check TDH.SYS.LP.INIT on the calling
 //! LP themselves; every other LP is initialised before SYS.CONFIG can succeed.
 //!
-//! Locks are try-locks (see the `locks` module): contention returns `TDX_OPERAND_BUSY` with the
-//! operand id; [`FaultInjector`] forces BUSY / INTERRUPTED_RESUMABLE deterministically.
+//! Locks are try-locks (see [`FaultInjector`] and the `locks` module): contention returns
+//! `TDX_OPERAND_BUSY` with the operand id. A leaf takes its locks in the module's order while
+//! it checks, applies its effects atomically, and keeps the locks for a short window after
+//! them, so concurrent host threads see BUSY; [`FaultInjector`] forces BUSY /
+//! INTERRUPTED_RESUMABLE and can pause a leaf inside that window for deterministic tests.
+//!
+//! # Facts checked against the 1.5 source (`intel/tdx-module`, tag TDX_1.5.01)
+//! Where the fact sheets and the source differ, the source wins: TDH.PHYMEM.PAGE.WBINVD wants
+//! a PT_NDA page (`check_and_lock_explicit_4k_private_hpa(.., PT_NDA, ..)`); TDH.SYS.LP.INIT is
+//! legal only in SYSINIT_DONE (`TDX_SYS_LP_INIT_NOT_PENDING` after SYS.CONFIG); TDH.VP.INIT
+//! associates the vCPU with the calling LP (`associate_vcpu_initial`); TDH.SYS.TDMR.INIT
+//! returns RDX rounded down to 1 GiB and memory becomes usable per completed 1 GiB block;
+//! GPA_RANGE_ALREADY_BLOCKED carries operand RCX; METADATA_FIELD_ID_INCORRECT carries none;
+//! TDH.MR.EXTEND reports EPT_ENTRY_NOT_PRESENT; a PENDING page needs blocking + tracking
+//! before TDH.MEM.PAGE.REMOVE while RUNNABLE (`tlb_tracking_required` of state 0x70); the
+//! TD_PARAMS checks follow `read_and_set_td_configurations` (MAX_VCPUS only rejects 0).
 //!
 //! # Deviations from the real module (documented choices)
 //! * No encryption: private pages are plain bytes in the arena, hidden from the host by the
-//!   TD-owner rule. S-EPT tables live in module memory (see the `sept` module); PAMT entries are kept
-//!   by the module, not written into the PAMT areas named in TDMR_INFO.
-//! * TD_PARAMS: NUM_L2_VMS must be 0 (TD partitioning is not emulated; other values get
-//!   `OPERAND_INVALID` + NUM_L2_VMS); the CPUID configuration check is the "configurable
-//!   bits" check against the emulator's CPUID_CONFIG table ([`sys`]); the per-leaf
-//!   consistency rules of `read_and_set_cpuid_configurations` are not reproduced.
+//!   TD-owner rule. S-EPT tables live in module memory (see the `sept` module); PAMT entries
+//!   are kept by the module, not written into the PAMT areas named in TDMR_INFO.
+//! * TD_PARAMS: the CPUID configuration check is the "configurable bits" check against the
+//!   emulator's CPUID_CONFIG table ([`sys`]); the per-leaf consistency rules of
+//!   `read_and_set_cpuid_configurations` are not reproduced. NUM_L2_VMS 1..3 is accepted (with
+//!   the extra TDCS pages) but TD partitioning is not emulated.
 //! * The REPORTMACSTRUCT MAC is emulator-defined (HMAC-SHA-256, see [`guest`]).
-//! * Host-priority lock bits (BUSY_HOST_PRIORITY) are not modelled.
+//! * Host-priority lock bits (BUSY_HOST_PRIORITY) are not modelled; the guest-side ACCEPT takes
+//!   the S-EPT entry lock like a host leaf.
+//! * TDH.PHYMEM.CACHE.WB completes in one call; RCX = 1 (resume) is accepted at any time.
+//! * TDH.SYS.INFO (1.0 enumeration), TDH.MEM.PAGE.PROMOTE/DEMOTE/RELOCATE, TDH.MEM.RD/WR,
+//!   export/import and service-TD leaves are not implemented (`TDX_OPERAND_INVALID` on RAX);
+//!   TDG.VP.RD/WR and TDG.SYS.RD likewise (TDX_FEATURES0 does not advertise them).
+//! * TDCALL memory operands (RTMR.EXTEND data, REPORT buffers) must be mapped private GPAs
+//!   (REPORTDATA may be shared); otherwise OPERAND_INVALID on that register.
 //!
-//! # Contract deviations
-//! [`EmulatedModule::lp`] returns `Option<LogicalProcessor>` (None out of range).
+//! # Contract deviations (tdx-host/emulated-contract)
+//! * [`EmulatedModule::lp`] returns `Option<LogicalProcessor>` (None out of range).
+//! * [`EmulatedModule::scripted_vcpu`] takes the TDVPR PA as `u64`;
+//!   [`EmulatedModule::verify_report_mac`] takes the 256 REPORTMACSTRUCT bytes (the
+//!   `tdx_abi::report` types had not landed).
+//! * [`PamtPageType`] and [`KotState`] are defined here (newtypes over the architectural
+//!   values) until `tdx_abi::state` lands.
+//! * Extras: [`EmulatedModule::hkid_shift`], [`EmulatedModule::page_owner`],
+//!   [`EmulatedModule::locks_held`], [`EmulatedModule::set_engine`] with the
+//!   [`ExecutionEngine`] seam, [`FaultInjector::pause_in_lock_window`],
+//!   [`ScriptedVcpu::take_vmcall_response`], [`PhysicalMemory::is_poisoned`].
 
 pub(crate) mod codes;
 pub mod guest;
