@@ -123,54 +123,93 @@ fn pages_of(level: u8) -> u64 {
 }
 
 /// TDH.MEM.SEPT.ADD (`tdh_mem_sept_add.c`): RCX = GPA+lvl of the entry that will point to
-/// the new table, RDX = TDR (v1: bit 0 = allow an existing NL_MAPPED entry), R8 = new page.
+/// the new table, RDX = TDR | bit 0 "allow an existing NL_MAPPED entry" (bits 11:1 and 63:52
+/// reserved), R8 = new page (bit 63 ignored; all ones = none, version 1 only). With an
+/// existing table and "allow existing" the leaf succeeds without using the page and returns
+/// R8 with bit 63 set. RCX/RDX are 0 unless S-EPT details are returned.
 pub(crate) fn tdh_mem_sept_add(
     m: &EmulatedModule,
     ctx: &mut Ctx,
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let allow_existing = ctx.version >= 1 && regs.rdx & 1 != 0;
-    let tdr_pa = if ctx.version >= 1 {
-        regs.rdx & !1
+    const NULL_PA: u64 = u64::MAX;
+    let (gpa_in, handle) = (regs.rcx, regs.rdx);
+    let new_page = if regs.r8 == NULL_PA {
+        NULL_PA
     } else {
-        regs.rdx
+        regs.r8 & !(1 << 63)
     };
-    let tdr = st.lock_tdr(&m.geo, &mut ctx.held, tdr_pa, OperandId::RDX, Mode::Shared)?;
+    regs.rcx = 0;
+    regs.rdx = 0;
+    if handle & (0xFFE | (0xFFF << 52)) != 0 {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
+    }
+    let allow_existing = handle & 1 != 0;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        handle & sept::HPA_MASK,
+        OperandId::RDX,
+        Mode::Shared,
+    )?;
     st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), SEPT_ADD_STATES)?;
     let root = st.td(tdr).sept.root_level;
-    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 1, root)?;
+    let (gpa, level) = gpa_level(st.td(tdr), gpa_in, 1, root)?;
     lock_sept_tree(st, ctx, tdr, Mode::Shared)?;
     let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
-    match sept::state(t.entry) {
-        St::Free => {}
-        St::NlMapped if allow_existing => return ok(),
-        _ => {
+    let s = sept::state(t.entry);
+    if !matches!(s, St::Free | St::NlMapped) {
+        return Err(sept_fail(
+            regs,
+            StatusCode::EPT_ENTRY_STATE_INCORRECT,
+            level,
+            t.entry,
+        ));
+    }
+    // process_l1_page
+    if new_page == NULL_PA {
+        if ctx.version == 0 {
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::R8);
+        }
+        if s != St::NlMapped {
             return Err(sept_fail(
                 regs,
                 StatusCode::EPT_ENTRY_STATE_INCORRECT,
                 level,
                 t.entry,
-            ))
+            ));
         }
+        return ok();
     }
-    let page = regs.r8;
+    if s == St::NlMapped {
+        if allow_existing {
+            regs.r8 = new_page | (1 << 63);
+            return ok();
+        }
+        return Err(sept_fail(
+            regs,
+            StatusCode::EPT_ENTRY_STATE_INCORRECT,
+            level,
+            t.entry,
+        ));
+    }
     st.lock_explicit_page(
         &m.geo,
         &mut ctx.held,
-        page,
+        new_page,
         OperandId::R8,
         Mode::Exclusive,
         pt::NDA,
     )?;
-    m.mem.clear_poison(page, 1);
-    st.set_pages(&m.mem, page, 1, pt::EPT, tdr, 0);
+    m.mem.clear_poison(new_page, 1);
+    st.set_pages(&m.mem, new_page, 1, pt::EPT, tdr, 0);
     st.chld_add(tdr, 1);
     let td = st.td_mut(tdr);
     td.sept
         .tables
-        .insert(page, Box::new([sept::FREE_ENTRY; 512]));
-    td.sept.set(t.table, t.idx, sept::nl_mapped(page));
+        .insert(new_page, Box::new([sept::FREE_ENTRY; 512]));
+    td.sept.set(t.table, t.idx, sept::nl_mapped(new_page));
     ok()
 }
 
@@ -201,17 +240,10 @@ pub(crate) fn tdh_mem_page_add(
             t.entry,
         ));
     }
-    let src = regs.r9;
-    if src & 0xFFF != 0 || m.geo.has_hkid_bits(src) || src >= m.mem.size() {
+    // The source is a shared HPA, read with a host key (a TD-owned page reads as zeros).
+    let Some(src) = m.geo.shared_hpa(regs.r9, 4096) else {
         return codes::err(StatusCode::OPERAND_INVALID, OperandId::R9);
-    }
-    if st
-        .pamt_of(src)
-        .is_some_and(|e| e.ty != pt::NDA && e.ty != pt::RSVD)
-    {
-        // A private page is not a shared source.
-        return codes::err(StatusCode::OPERAND_INVALID, OperandId::R9);
-    }
+    };
     let page = regs.r8;
     st.lock_explicit_page(
         &m.geo,
@@ -222,7 +254,10 @@ pub(crate) fn tdh_mem_page_add(
         pt::NDA,
     )?;
     let mut buf = [0u8; 4096];
-    if m.mem.raw_read(src, &mut buf).is_err() || m.mem.raw_write(page, &buf).is_err() {
+    if m.mem.read(src, &mut buf).is_err() {
+        return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::R9);
+    }
+    if m.mem.raw_write(page, &buf).is_err() {
         return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::R8);
     }
     m.mem.clear_poison(page, 1);
@@ -381,10 +416,7 @@ pub(crate) fn tdh_mem_page_aug(
     }
     st.set_pages(&m.mem, page, n, pt::REG, tdr, level);
     st.chld_add(tdr, n);
-    let sve = st.td(tdr).config.attributes & (1 << 28) != 0;
-    st.td_mut(tdr)
-        .sept
-        .set(t.table, t.idx, sept::pending(page, sve));
+    st.td_mut(tdr).sept.set(t.table, t.idx, sept::pending(page));
     ok()
 }
 

@@ -18,7 +18,8 @@ const TDEX: u64 = 1 << 53;
 const TDBW: u64 = 1 << 54;
 const TDB: u64 = 1 << 55;
 const TDP: u64 = 1 << 56;
-const RWX: u64 = 0b111 | (1 << 10);
+/// R, W, Xs (`SEPT_PERMISSIONS_RWX`).
+const RWX: u64 = 0b111;
 const MT_WB: u64 = 6 << 3;
 /// HPA bits 51:12.
 pub(crate) const HPA_MASK: u64 = 0x000F_FFFF_FFFF_F000;
@@ -99,17 +100,18 @@ pub(crate) fn state(e: u64) -> St {
     }
 }
 
-/// A non-leaf entry pointing to the table at `hpa`.
+/// A non-leaf entry pointing to the table at `hpa` (`sept_set_mapped_non_leaf`: RWX, SVE).
 pub(crate) fn nl_mapped(hpa: u64) -> u64 {
-    (hpa & HPA_MASK) | RWX
+    (hpa & HPA_MASK) | RWX | SVE
 }
-/// A mapped leaf.
+/// A mapped leaf (`sept_set_leaf_*`: attributes RWX, MT WB, IPAT, SVE).
 pub(crate) fn mapped(hpa: u64) -> u64 {
-    (hpa & HPA_MASK) | RWX | MT_WB | IPAT | PS
+    (hpa & HPA_MASK) | RWX | MT_WB | IPAT | PS | SVE
 }
-/// A pending leaf (no permissions); `sve` for SEPT_VE_DISABLE TDs.
-pub(crate) fn pending(hpa: u64, sve: bool) -> u64 {
-    (hpa & HPA_MASK) | MT_WB | IPAT | PS | TDP | if sve { SVE } else { 0 }
+/// A pending leaf (no permissions). #VE on access to it is the module's decision
+/// (`td_ept_violation.c`), not the hardware's, so SVE is set as on every leaf.
+pub(crate) fn pending(hpa: u64) -> u64 {
+    (hpa & HPA_MASK) | MT_WB | IPAT | PS | TDP | SVE
 }
 /// The blocked form of a blockable entry.
 pub(crate) fn blocked(e: u64) -> u64 {
@@ -135,9 +137,11 @@ pub(crate) fn arch_entry(e: u64) -> u64 {
     if s == St::Free || s == St::Removed {
         SVE
     } else if s.is_leaf() {
-        e & (RWX | MT_WB | IPAT | PS | HPA_MASK | SVE)
+        // SEPT_ARCH_ENTRY_LEAF_MASK
+        e & (RWX | (7 << 3) | IPAT | PS | HPA_MASK | SVE)
     } else {
-        e & (RWX | PS | HPA_MASK)
+        // SEPT_ARCH_ENTRY_NON_LEAF_MASK: no HPA for non-leaf entries
+        e & (RWX | PS)
     }
 }
 
@@ -247,16 +251,18 @@ mod tests {
     fn encodings_match_the_fact_sheet() {
         assert_eq!(state_bits(FREE_ENTRY), 0x0E);
         assert_eq!(state_bits(mapped(0x5000)), 0x60);
-        assert_eq!(state_bits(pending(0x5000, false)), 0x70);
+        assert_eq!(state_bits(pending(0x5000)), 0x70);
         assert_eq!(state_bits(blocked(mapped(0x5000))), 0x68);
-        assert_eq!(state_bits(blocked(pending(0x5000, true))), 0x78);
+        assert_eq!(state_bits(blocked(pending(0x5000))), 0x78);
         assert_eq!(state_bits(nl_mapped(0x5000)), 0x00);
         assert_eq!(state_bits(blocked(nl_mapped(0x5000))), 0x08);
         assert_eq!(unblocked(blocked(mapped(0x5000))), mapped(0x5000));
         assert_eq!(unblocked(blocked(nl_mapped(0x5000))), nl_mapped(0x5000));
         assert_eq!(arch_entry(FREE_ENTRY), 1 << 63);
         assert_eq!(level_state(1, nl_mapped(0x1000)), 0x8401);
-        assert_eq!(level_state(0, pending(0x1000, false)), 0x0200);
+        assert_eq!(level_state(0, pending(0x1000)), 0x0200);
+        assert_eq!(arch_entry(nl_mapped(0x7000)), 0x7, "non-leaf: RWX only");
+        assert_eq!(arch_entry(mapped(0x7000)), 0x8000_0000_0000_70F7);
     }
 
     #[test]

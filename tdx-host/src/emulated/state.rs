@@ -266,6 +266,20 @@ impl Geometry {
         hkid >= u64::from(self.first_hkid)
             && hkid < u64::from(self.first_hkid) + u64::from(self.num_hkids)
     }
+    /// `shared_hpa_check_with_pwr_2_alignment`: aligned, below MAX_PA (2^52), HKID bits naming
+    /// a shared (non-TDX) KeyID. Returns the PA without its HKID bits.
+    pub(crate) fn shared_hpa(&self, pa: u64, align: u64) -> Option<u64> {
+        let hkid_mask = ((1u64 << 52) - 1) & !((1u64 << self.hkid_shift) - 1);
+        let hkid = (pa & hkid_mask) >> self.hkid_shift;
+        (pa % align == 0 && pa >> 52 == 0 && hkid < u64::from(self.first_hkid))
+            .then_some(pa & !hkid_mask)
+    }
+
+    /// Clears the HKID bits (`hkid_mask`) of a PA, keeping any bits above MAX_PA.
+    pub(crate) fn strip_hkid(&self, pa: u64) -> u64 {
+        pa & !(((1u64 << 52) - 1) & !((1u64 << self.hkid_shift) - 1))
+    }
+
     pub(crate) fn all_packages(&self) -> u64 {
         if self.num_packages >= 64 {
             u64::MAX

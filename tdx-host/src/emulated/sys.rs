@@ -236,10 +236,10 @@ pub(crate) fn tdh_sys_rdall(
     if st.sys == SysState::SysinitPending || !lp_init_done(st, ctx) {
         return Err(codes::code(StatusCode::SYS_LP_INIT_NOT_DONE));
     }
-    let pa = regs.rdx;
-    if pa & 0xFFF != 0 || m.geo.has_hkid_bits(pa) {
+    // The list buffer is a shared HPA (HKID bits may name a shared KeyID).
+    let Some(pa) = m.geo.shared_hpa(regs.rdx, 4096) else {
         return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
-    }
+    };
     if pa.checked_add(4096).is_none_or(|e| e > m.mem.size()) {
         return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RDX);
     }
@@ -272,7 +272,8 @@ pub(crate) fn tdh_sys_rdall(
     }
     buf[0..2].copy_from_slice(&(off as u16).to_le_bytes());
     buf[2..4].copy_from_slice(&n.to_le_bytes());
-    if m.mem.raw_write(pa, &buf).is_err() {
+    // Written with a shared key: over a TD-owned page this is a host write (it poisons it).
+    if m.mem.write(pa, &buf[..off]).is_err() {
         return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RDX);
     }
     regs.r8 = md.get(next).map_or(u64::MAX, |x| x.0);
@@ -301,10 +302,9 @@ pub(crate) fn tdh_sys_config(
     if st.lp_init.iter().any(|d| !d) {
         return Err(codes::code(StatusCode::SYS_CONFIG_NOT_PENDING));
     }
-    let arr = regs.rcx;
-    if arr % 512 != 0 || m.geo.has_hkid_bits(arr) {
+    let Some(arr) = m.geo.shared_hpa(regs.rcx, 512) else {
         return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
-    }
+    };
     let n = regs.rdx;
     if !(1..=64).contains(&n) {
         return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
@@ -318,9 +318,9 @@ pub(crate) fn tdh_sys_config(
         let Ok(entry_pa) = m.mem.raw_read_u64(arr + 8 * i) else {
             return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RCX);
         };
-        if entry_pa % 512 != 0 || m.geo.has_hkid_bits(entry_pa) {
+        let Some(entry_pa) = m.geo.shared_hpa(entry_pa, 512) else {
             return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
-        }
+        };
         let mut raw = [0u8; core::mem::size_of::<TdmrInfo>()];
         if m.mem.raw_read(entry_pa, &mut raw).is_err() {
             return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RCX);

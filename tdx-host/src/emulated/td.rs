@@ -291,17 +291,13 @@ pub(crate) fn tdh_mng_init(
         Mode::Exclusive,
     )?;
     st.check_td_state(&mut ctx.held, tdr, None, &[ops::UNINITIALIZED])?;
-    let pa = regs.rdx;
-    if pa % 1024 != 0 || m.geo.has_hkid_bits(pa) {
+    // TD_PARAMS is read through a shared HPA (shared_hpa_check_with_pwr_2_alignment), i.e.
+    // with a host key: a TD-owned page reads as zeros here (ciphertext on hardware).
+    let Some(pa) = m.geo.shared_hpa(regs.rdx, 1024) else {
         return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
-    }
+    };
     let mut p = [0u8; 1024];
-    if m.mem.raw_read(pa, &mut p).is_err()
-        || st
-            .pamt_of(pa)
-            .is_some_and(|e| e.ty != pt::NDA && e.ty != pt::RSVD)
-    {
-        // Outside memory, or a private page (not a shared HPA).
+    if m.mem.read(pa, &mut p).is_err() {
         return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RDX);
     }
     let num_tdcx = st.td(tdr).tdcx.len();
@@ -423,15 +419,24 @@ pub(crate) fn td_field_access(
     Ok((old, next))
 }
 
-/// TDH.MNG.RD (`tdh_mng_rd.c`): RCX = TDR, RDX = field ID → R8 = value (v1: RDX = next).
-/// TDR fields are readable in any lifecycle state; TDCS fields need the TDCS (keys configured,
-/// TDCS allocated) and OP_STATE other than UNINITIALIZED.
-pub(crate) fn tdh_mng_rd(
+/// TDH.MNG.RD / TDH.MNG.WR (`tdh_mng_rd_wr.c`): RCX = TDR (shared), RDX = field ID; WR: R8
+/// = value, R9 = mask. Outputs R8 = value (old value for WR); v1 RD: RDX = next field ID (-1
+/// by default), and an all-ones field ID asks for the first one. Every field, TDR ones
+/// included, needs the TDCS (keys configured, TDCS allocated, OP_STATE other than
+/// UNINITIALIZED; WR also not in the export states).
+fn mng_rdwr(
     m: &EmulatedModule,
     ctx: &mut Ctx,
     st: &mut State,
     regs: &mut Regs,
+    write: bool,
 ) -> LeafResult {
+    let field = regs.rdx;
+    let (value, mask) = (regs.r8, regs.r9);
+    if !write && ctx.version > 0 {
+        regs.rdx = u64::MAX;
+    }
+    regs.r8 = 0;
     let tdr = st.lock_tdr(
         &m.geo,
         &mut ctx.held,
@@ -439,38 +444,46 @@ pub(crate) fn tdh_mng_rd(
         OperandId::RCX,
         Mode::Shared,
     )?;
-    regs.r8 = 0;
-    let is_tdr_field = (regs.rdx >> 56) & 0x3F <= 1;
-    if !is_tdr_field {
-        st.check_td_state(&mut ctx.held, tdr, None, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10])?;
+    let legal: &[u8] = if write {
+        &[1, 2, 3, 6, 7, 8, 9, 10]
+    } else {
+        &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    };
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), legal)?;
+    let td = st.td_mut(tdr);
+    if !write && ctx.version > 0 && field | (0x7 << 52) == u64::MAX {
+        let tdcs = td.tdcx.len() >= MIN_TDCX && td.op_state != ops::UNINITIALIZED;
+        regs.rdx = td_fields(td, tdcs)[0].0;
+        return Ok(codes::code(StatusCode::METADATA_FIRST_FIELD_ID_IN_CONTEXT));
     }
-    let (v, next) = td_field_access(st.td_mut(tdr), regs.rdx, None, false)?;
-    regs.r8 = v;
-    if ctx.version >= 1 {
+    let w = write.then_some((value, mask));
+    let (old, next) = td_field_access(td, field, w, false)?;
+    regs.r8 = old;
+    if !write && ctx.version > 0 {
         regs.rdx = next;
     }
     ok()
 }
 
-/// TDH.MNG.WR (`tdh_mng_wr.c`): RCX = TDR, RDX = field, R8 = value, R9 = mask → R8 = old.
-/// No TD-scope field is host-writable in the emulated subset (non-debug TDs).
+/// TDH.MNG.RD (`tdh_mng_rd_wr.c`), see `mng_rdwr`.
+pub(crate) fn tdh_mng_rd(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    mng_rdwr(m, ctx, st, regs, false)
+}
+
+/// TDH.MNG.WR (`tdh_mng_rd_wr.c`), see `mng_rdwr`. No TD-scope field is host-writable in the
+/// emulated subset (non-debug TDs).
 pub(crate) fn tdh_mng_wr(
     m: &EmulatedModule,
     ctx: &mut Ctx,
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let tdr = st.lock_tdr(
-        &m.geo,
-        &mut ctx.held,
-        regs.rcx,
-        OperandId::RCX,
-        Mode::Exclusive,
-    )?;
-    st.check_td_state(&mut ctx.held, tdr, None, &[1, 2, 3, 6, 7, 8, 9, 10])?;
-    let (old, _) = td_field_access(st.td_mut(tdr), regs.rdx, Some((regs.r8, regs.r9)), false)?;
-    regs.r8 = old;
-    ok()
+    mng_rdwr(m, ctx, st, regs, true)
 }
 
 /// Locks a TDVPR page named by a register and its owner TDR (implicit, shared).
@@ -680,14 +693,31 @@ fn vp_rdwr(
     regs: &mut Regs,
     write: bool,
 ) -> LeafResult {
+    let field = regs.rdx;
+    let (value, mask) = (regs.r8, regs.r9);
+    if !write && ctx.version > 0 {
+        regs.rdx = u64::MAX;
+    }
+    regs.r8 = 0;
     let tdvpr = regs.rcx;
-    let mode = if write { Mode::Exclusive } else { Mode::Shared };
-    let tdr = lock_tdvpr(m, ctx, st, tdvpr, OperandId::RCX, mode)?;
-    st.check_td_state(&mut ctx.held, tdr, None, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10])?;
+    let tdr = lock_tdvpr(m, ctx, st, tdvpr, OperandId::RCX, Mode::Shared)?;
+    let legal: &[u8] = if write {
+        &[1, 2, 3, 6, 7, 8, 9, 10]
+    } else {
+        &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    };
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), legal)?;
     let debug = st.td(tdr).config.attributes & 1 != 0;
     let v = &st.vcpus[&tdvpr];
+    if 1 + v.tdcx.len() < MIN_TDVPS_PAGES {
+        return Err(codes::code(StatusCode::TDCX_NUM_INCORRECT));
+    }
     let fields = vp_fields(v, debug);
-    let Some(n) = normalize_field_id(regs.rdx) else {
+    if !write && ctx.version > 0 && field | (0x7 << 52) == u64::MAX {
+        regs.rdx = fields[0].0;
+        return Ok(codes::code(StatusCode::METADATA_FIRST_FIELD_ID_IN_CONTEXT));
+    }
+    let Some(n) = normalize_field_id(field) else {
         return Err(codes::code(StatusCode::METADATA_FIELD_ID_INCORRECT));
     };
     let Some(i) = fields
@@ -701,19 +731,19 @@ fn vp_rdwr(
         if !writable {
             return Err(codes::code(StatusCode::METADATA_FIELD_NOT_WRITABLE));
         }
-        let new = (old & !regs.r9) | (regs.r8 & regs.r9);
+        let new = (old & !mask) | (value & mask);
         let gpr = (id & 0xF) as usize;
         if let Some(v) = st.vcpus.get_mut(&tdvpr) {
             v.gprs[gpr] = new;
         }
-    } else if ctx.version >= 1 {
+    } else if ctx.version > 0 {
         regs.rdx = fields.get(i + 1).map_or(u64::MAX, |f| f.0);
     }
     regs.r8 = old;
     ok()
 }
 
-/// TDH.VP.RD (`tdh_vp_rd.c`): RCX = TDVPR, RDX = field → R8 (v1: RDX = next). Implemented:
+/// TDH.VP.RD (`tdh_vp_rd_wr.c`): RCX = TDVPR, RDX = field → R8 (v1: RDX = next). Implemented:
 /// VE_INFO (class 2), VCPU_STATE, VCPU_INDEX, and the guest GPRs for DEBUG TDs.
 pub(crate) fn tdh_vp_rd(
     m: &EmulatedModule,
@@ -724,7 +754,7 @@ pub(crate) fn tdh_vp_rd(
     vp_rdwr(m, ctx, st, regs, false)
 }
 
-/// TDH.VP.WR (`tdh_vp_wr.c`): RCX = TDVPR, RDX = field, R8 = value, R9 = mask → R8 = old.
+/// TDH.VP.WR (`tdh_vp_rd_wr.c`): RCX = TDVPR, RDX = field, R8 = value, R9 = mask → R8 = old.
 /// Only the guest GPRs of DEBUG TDs are writable in the emulated subset.
 pub(crate) fn tdh_vp_wr(
     m: &EmulatedModule,
@@ -961,7 +991,7 @@ pub(crate) fn tdh_phymem_page_wbinvd(
     st: &mut State,
     regs: &mut Regs,
 ) -> LeafResult {
-    let pa = regs.rcx & ((1u64 << m.geo.hkid_shift) - 1);
+    let pa = m.geo.strip_hkid(regs.rcx);
     st.lock_explicit_page(
         &m.geo,
         &mut ctx.held,

@@ -663,6 +663,42 @@ fn sept_errors_report_entry_details() {
     });
     assert_eq!(s, 0);
     assert_eq!(b.m.page_type(p2), Some(PamtPageType::NDA));
+    // RDX reserved bits; R8 "none" (all ones) only in version 1 and only over a table.
+    let (s, _) = call(&b.lp0, 3, |r| {
+        r.rcx = 1;
+        r.rdx = tdr | 2;
+        r.r8 = p2;
+    });
+    assert_eq!(s, 0xC000_0100_0000_0002);
+    let (s, _) = call(&b.lp0, 3, |r| {
+        r.rcx = 1;
+        r.rdx = tdr;
+        r.r8 = u64::MAX;
+    });
+    assert_eq!(s, 0xC000_0100_0000_0008);
+    let (s, r) = call(&b.lp0, 1 << 16 | 3, |r| {
+        r.rcx = 1;
+        r.rdx = tdr | 1;
+        r.r8 = p2;
+    });
+    assert_eq!(
+        (s, r.r8),
+        (0, p2 | 1 << 63),
+        "existing table: page not used, bit 63 set"
+    );
+    // MNG.RD version 1: all-ones asks for the first field, then "next" chains.
+    let (s, r) = call(&b.lp0, 1 << 16 | 11, |r| {
+        r.rcx = tdr;
+        r.rdx = u64::MAX;
+    });
+    assert_eq!(s, 0x0000_0C0B_0000_0000);
+    let first = r.rdx;
+    let (s, r) = call(&b.lp0, 1 << 16 | 11, |r| {
+        r.rcx = tdr;
+        r.rdx = first;
+    });
+    assert_eq!(s, 0);
+    assert_ne!(r.rdx, u64::MAX);
     // PAGE.ADD twice at the same GPA, with a private source, with a wrong level.
     let src = b.alloc();
     let t = b.alloc();
@@ -686,7 +722,8 @@ fn sept_errors_report_entry_details() {
             r.rcx = 0x1000;
             r.rdx = tdr;
             r.r8 = t2;
-            r.r9 = t;
+            // A source HPA whose HKID bits name a private KeyID is not a shared HPA.
+            r.r9 = src | (33 << b.m.hkid_shift());
         })
         .0,
         0xC000_0100_0000_0009
@@ -701,6 +738,14 @@ fn sept_errors_report_entry_details() {
         .0,
         0xC000_0300_0000_0008
     );
+    // HKID bits of a shared (MKTME) KeyID are allowed in a shared HPA.
+    let t3 = b.alloc();
+    b.ok(2, |r| {
+        r.rcx = 0x2000;
+        r.rdx = tdr;
+        r.r8 = t3;
+        r.r9 = src | (1 << b.m.hkid_shift());
+    });
     // SEPT.REMOVE of a table with a mapped page; SEPT.RD.
     let (s, _) = call(&b.lp0, 30, |r| {
         r.rcx = 1;
