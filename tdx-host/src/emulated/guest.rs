@@ -712,7 +712,11 @@ impl ScriptedVcpu {
         Ok(TdxStatus::SUCCESS)
     }
 
-    /// TDG.MEM.PAGE.ACCEPT (`tdg_mem_page_accept.c`): RCX = GPA+lvl (0..2).
+    /// TDG.MEM.PAGE.ACCEPT (`tdg_mem_page_accept.c`): RCX = GPA+lvl (0..2). As
+    /// `check_tdaccept_failure`: a guest-accessible leaf at or above the requested size →
+    /// PAGE_ALREADY_ACCEPTED (its level in bits 31:0); a table at the requested level →
+    /// PAGE_SIZE_MISMATCH (level); a missing table, or a non-accessible leaf (a larger PENDING
+    /// page included), or a non-PENDING entry → EPT-violation TD exit (ACCEPT qualification).
     fn tdg_mem_page_accept(&self, st: &mut State, tdr: u64, regs: &mut Regs) -> LeafResult {
         let raw = regs.rcx;
         if raw & 0xFF8 != 0 || raw >> 52 != 0 || raw & 7 > 2 {
@@ -746,9 +750,9 @@ impl ScriptedVcpu {
                     St::Mapped | St::BlockedW => {
                         return Ok(StatusCode::PAGE_ALREADY_ACCEPTED.with_details(u32::from(level)));
                     }
-                    St::Pending => {
-                        return Err(StatusCode::PAGE_SIZE_MISMATCH.with_details(u32::from(level)));
-                    }
+                    // check_tdaccept_failure case 1.2: a non-guest-accessible leaf (a PENDING
+                    // 2M page for a 4K request included) or a missing table above the
+                    // requested size is an EPT violation for the host to resolve.
                     _ => return Ok(self.accept_exit(st, gpa, req, level, entry)),
                 }
             }

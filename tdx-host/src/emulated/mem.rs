@@ -461,9 +461,12 @@ pub(crate) fn tdh_mem_range_block(
     match sept::state(t.entry) {
         St::NlMapped | St::Mapped | St::BlockedW | St::Pending | St::PendingBlockedW => {}
         St::Blocked | St::NlBlocked | St::PendingBlocked => {
-            return Ok(codes::with_operand(
+            // Success-class, with the entry details like the error cases.
+            return Ok(sept_fail(
+                regs,
                 StatusCode::GPA_RANGE_ALREADY_BLOCKED,
-                OperandId::RCX,
+                level,
+                t.entry,
             ));
         }
         _ => {

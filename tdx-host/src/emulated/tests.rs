@@ -341,11 +341,12 @@ fn lifecycle_build_measure_run_teardown() {
         r.rcx = 0x2000;
         r.rdx = tdr;
     });
-    let (s, _) = call(&b.lp0, 7, |r| {
+    let (s, r) = call(&b.lp0, 7, |r| {
         r.rcx = 0x2000;
         r.rdx = tdr;
     });
     assert_eq!(s, 0x0000_0B07_0000_0001, "already blocked (operand RCX)");
+    assert_eq!(r.rdx, 0x0100, "details: level 0, BLOCKED");
     let (s, _) = call(&b.lp0, 29, |r| {
         r.rcx = 0x2000;
         r.rdx = tdr;
@@ -792,9 +793,10 @@ fn sept_errors_report_entry_details() {
     r.rcx = 2 << 20;
     assert_eq!(
         g.tdcall(&mut r).raw(),
-        0xC000_0B0B_0000_0001,
-        "4K accept of a 2M pending page"
+        0x8000_0004_0000_0000,
+        "4K accept of a 2M pending page: EPT-violation exit (check_tdaccept_failure case 1.2)"
     );
+    assert_eq!(g.queued_exits(), 1);
     let mut r = Regs::with_leaf(6);
     r.rcx = (2 << 20) | 1;
     assert_eq!(g.tdcall(&mut r).raw(), 0);
