@@ -49,7 +49,7 @@ use tdx_abi::status::TdxStatus;
 use super::codes::{self, OperandId, StatusCode};
 use super::locks::{Held, LockKey, Mode};
 use super::sept::{self, St, Walk};
-use super::state::{ops, pt, vs, PendingExit, State, Td, MIN_TDVPS_PAGES};
+use super::state::{ops, pt, vs, LastExit, PendingExit, State, Td, MIN_TDVPS_PAGES};
 use super::td::td_field_access;
 use super::{Ctx, EmulatedModule, LeafResult};
 
@@ -190,8 +190,9 @@ impl ExecutionEngine for ScriptedEngine {
     }
 }
 
-/// TDH.VP.ENTER (`td_transitions/tdh_vp_enter.c`): RCX = TDVPR PA (bits 51:12; bit 52 host
-/// recoverability hint, bit 53 resume L1 are accepted and ignored).
+/// TDH.VP.ENTER (`td_transitions/tdh_vp_enter.c`): RCX = TDVPR PA (bits 51:12), bit 52 host
+/// recoverability hint (legal only after an asynchronous trap-like exit; the emulator counts
+/// external-interrupt exits as such), bit 53 resume L1 (never legal: no L2 VMs are run).
 pub(crate) fn tdh_vp_enter(
     m: &EmulatedModule,
     ctx: &mut Ctx,
@@ -236,6 +237,14 @@ pub(crate) fn tdh_vp_enter(
     }
     if v.assoc_lp.is_some_and(|lp| lp != ctx.lp) {
         return Err(codes::code(StatusCode::VCPU_ASSOCIATED));
+    }
+    // Bit 52 (host recoverability hint) is legal only after an asynchronous trap-like exit;
+    // bit 53 (resume L1) only after an exit from L2, which the emulator never produces.
+    if (rcx >> 52) & 1 != 0 && v.last_exit != LastExit::AsyncTrap {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
+    }
+    if (rcx >> 53) & 1 != 0 {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
     let newly_associated = v.assoc_lp.is_none();
     ctx.held.lock(
@@ -287,6 +296,13 @@ pub(crate) fn tdh_vp_enter(
         engine.run(&mut ev)
     };
     v.state = vs::READY;
+    v.last_exit = match exit {
+        EngineExit::Vmcall { .. } => LastExit::TdVmCall,
+        EngineExit::Async { exit_reason, .. } if exit_reason == EXIT_REASON_EXTERNAL_INTERRUPT => {
+            LastExit::AsyncTrap
+        }
+        EngineExit::Async { .. } => LastExit::AsyncFault,
+    };
     let gprs = v.gprs;
     let out = match exit {
         EngineExit::Vmcall { mask } => {

@@ -118,9 +118,19 @@ pub(crate) enum PendingExit {
     },
 }
 
+/// LAST_TD_EXIT of a vCPU (§7.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum LastExit {
+    #[default]
+    AsyncFault,
+    AsyncTrap,
+    TdVmCall,
+}
+
 /// TDVPS.
 #[derive(Debug)]
 pub(crate) struct Vcpu {
+    pub(crate) last_exit: LastExit,
     pub(crate) tdr: u64,
     pub(crate) tdcx: Vec<u64>,
     pub(crate) state: u8,

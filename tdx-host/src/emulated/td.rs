@@ -117,9 +117,6 @@ pub(crate) fn tdh_mng_addcx(
     if td.tdcx.len() >= MAX_TDCX {
         return Err(codes::code(StatusCode::TDCX_NUM_INCORRECT));
     }
-    if td.tdcx.len() >= MIN_TDCX && td.op_state != ops::UNINITIALIZED {
-        return Err(codes::code(StatusCode::OP_STATE_INCORRECT));
-    }
     let page = regs.rcx;
     st.lock_explicit_page(
         &m.geo,
@@ -129,6 +126,11 @@ pub(crate) fn tdh_mng_addcx(
         Mode::Exclusive,
         pt::NDA,
     )?;
+    // Beyond the minimum the TDCS (and OP_STATE) exists: it must still be UNINITIALIZED.
+    let td = st.td(tdr);
+    if td.tdcx.len() >= MIN_TDCX && td.op_state != ops::UNINITIALIZED {
+        return Err(codes::code(StatusCode::OP_STATE_INCORRECT));
+    }
     let idx = st.td(tdr).tdcx.len();
     // Page 2 holds the MSR bitmaps (all ones = intercept everything); the others start zeroed
     // (page 3, the SEPT root, is kept in module memory, see `sept`).
@@ -545,6 +547,7 @@ pub(crate) fn tdh_vp_create(
     st.vcpus.insert(
         page,
         Vcpu {
+            last_exit: Default::default(),
             tdr,
             tdcx: Vec::new(),
             state: vs::UNINITIALIZED,
@@ -778,7 +781,12 @@ pub(crate) fn tdh_vp_flush(
     if st.td(tdr).lifecycle != lc::KEYS_CONFIGURED {
         return Err(codes::code(StatusCode::TD_KEYS_NOT_CONFIGURED));
     }
-    if st.vcpus[&tdvpr].assoc_lp != Some(ctx.lp) {
+    let v = &st.vcpus[&tdvpr];
+    if 1 + v.tdcx.len() < MIN_TDVPS_PAGES {
+        // map_tdvps fails on an incomplete TDVPS.
+        return Err(codes::code(StatusCode::TDCX_NUM_INCORRECT));
+    }
+    if v.assoc_lp != Some(ctx.lp) {
         return Err(codes::code(StatusCode::VCPU_NOT_ASSOCIATED));
     }
     if let Some(v) = st.vcpus.get_mut(&tdvpr) {

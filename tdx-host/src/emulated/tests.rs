@@ -207,6 +207,19 @@ fn lifecycle_build_measure_run_teardown() {
     // Run: nothing queued → external-interrupt exit.
     let r = b.ok_enter();
     assert_eq!(r.rax, 1);
+    // After an external-interrupt exit the recoverability hint (bit 52) is accepted; resume-L1
+    // (bit 53) never is, nor bits 63:54 or 11:0.
+    let (s, _) = call(&b.lp0, 0, |r| r.rcx = b.tdvpr | 1 << 52);
+    assert_eq!(s, 1);
+    for bad in [1u64 << 53, 1 << 54, 1] {
+        let (s, _) = call(&b.lp0, 0, |r| r.rcx = b.tdvpr | bad);
+        assert_eq!(s, 0xC000_0100_0000_0001, "RCX {bad:#x}");
+    }
+    // Another LP: the vCPU is associated with LP 0.
+    assert_eq!(
+        call(&b.lp1, 0, |r| r.rcx = b.tdvpr).0,
+        0x8000_0701_0000_0000
+    );
     let g = b.m.scripted_vcpu(b.tdvpr);
     let mut data = [0u8; 8];
     g.read(Gpa(0x10), &mut data).unwrap();
