@@ -10,6 +10,11 @@
 //! * [`measure`]: MRTD and RTMR computation, byte-exact with the module's.
 //! * [`call`]: the [`call::Seamcall`] and [`call::Tdcall`] traits (one SEAMCALL / TDCALL with a
 //!   register block) and their real-instruction implementations.
+//! * Typed wrappers generic over those traits: [`tdh`] (every host leaf used to bring the module
+//!   up and to build, run and tear down a TD), [`tdg`] (guest leaves) and [`tdvmcall`]
+//!   (`TDG.VP.VMCALL` requests: encoded by the guest, decoded and checked by the host).
+//! * [`phys`]: host physical addresses and HKIDs; [`metadata::MetadataList`] parses
+//!   TDH.SYS.RDALL output.
 //!
 //! Names mirror the specification: `TDH.MEM.PAGE.ADD` is `tdh_mem_page_add`, `TD_PARAMS` is
 //! [`td_params::TdParams`]. Values the specification numbers (leaves, status codes, states)
@@ -26,13 +31,17 @@ pub mod gpa;
 pub mod leaf;
 pub mod measure;
 pub mod metadata;
+pub mod phys;
 pub mod report;
 pub mod sept;
 pub mod state;
 pub mod status;
 pub mod sysinfo;
 pub mod td_params;
+pub mod tdg;
+pub mod tdh;
 pub mod tdmr;
+pub mod tdvmcall;
 pub mod ve;
 
 pub use gpa::{EptLevel, Gpa, GpaAndLevel, Gpaw, PageSize};

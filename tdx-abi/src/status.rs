@@ -388,6 +388,68 @@ status_codes! {
     METADATA_FIRST_FIELD_ID_IN_CONTEXT = 0x0000_0C0B, "TDX_METADATA_FIRST_FIELD_ID_IN_CONTEXT", Raw;
     /// TDX_METADATA_FIELD_SKIP (success class).
     METADATA_FIELD_SKIP = 0x0000_0C0C, "TDX_METADATA_FIELD_SKIP", Raw;
+    /// TDX_SERVTD_ALREADY_BOUND_FOR_TYPE (service-TD / migration; name from the 1.5.01 module headers).
+    SERVTD_ALREADY_BOUND_FOR_TYPE = 0xC000_0D00, "TDX_SERVTD_ALREADY_BOUND_FOR_TYPE", Raw;
+    /// TDX_SERVTD_TYPE_MISMATCH (service-TD / migration; name from the 1.5.01 module headers).
+    SERVTD_TYPE_MISMATCH = 0xC000_0D01, "TDX_SERVTD_TYPE_MISMATCH", Raw;
+    /// TDX_SERVTD_ATTR_MISMATCH (service-TD / migration; name from the 1.5.01 module headers).
+    SERVTD_ATTR_MISMATCH = 0xC000_0D02, "TDX_SERVTD_ATTR_MISMATCH", Raw;
+    /// TDX_SERVTD_INFO_HASH_MISMATCH (service-TD / migration; name from the 1.5.01 module headers).
+    SERVTD_INFO_HASH_MISMATCH = 0xC000_0D03, "TDX_SERVTD_INFO_HASH_MISMATCH", Raw;
+    /// TDX_SERVTD_UUID_MISMATCH (service-TD / migration; name from the 1.5.01 module headers).
+    SERVTD_UUID_MISMATCH = 0xC000_0D04, "TDX_SERVTD_UUID_MISMATCH", Raw;
+    /// TDX_SERVTD_NOT_BOUND (service-TD / migration; name from the 1.5.01 module headers).
+    SERVTD_NOT_BOUND = 0xC000_0D05, "TDX_SERVTD_NOT_BOUND", Raw;
+    /// TDX_SERVTD_BOUND (service-TD / migration; name from the 1.5.01 module headers).
+    SERVTD_BOUND = 0xC000_0D06, "TDX_SERVTD_BOUND", Raw;
+    /// TDX_TARGET_UUID_MISMATCH (service-TD / migration; name from the 1.5.01 module headers).
+    TARGET_UUID_MISMATCH = 0xC000_0D07, "TDX_TARGET_UUID_MISMATCH", Raw;
+    /// TDX_TARGET_UUID_UPDATED (service-TD / migration; name from the 1.5.01 module headers).
+    TARGET_UUID_UPDATED = 0xC000_0D08, "TDX_TARGET_UUID_UPDATED", Raw;
+    /// TDX_INVALID_MBMD (service-TD / migration; name from the 1.5.01 module headers).
+    INVALID_MBMD = 0xC000_0E00, "TDX_INVALID_MBMD", Raw;
+    /// TDX_INCORRECT_MBMD_MAC (service-TD / migration; name from the 1.5.01 module headers).
+    INCORRECT_MBMD_MAC = 0xC000_0E01, "TDX_INCORRECT_MBMD_MAC", Raw;
+    /// TDX_NOT_WRITE_BLOCKED (service-TD / migration; name from the 1.5.01 module headers).
+    NOT_WRITE_BLOCKED = 0xC000_0E02, "TDX_NOT_WRITE_BLOCKED", Raw;
+    /// TDX_NOT_EXPORTED (service-TD / migration; name from the 1.5.01 module headers).
+    NOT_EXPORTED = 0xC000_0E04, "TDX_NOT_EXPORTED", Raw;
+    /// TDX_MIGRATION_STREAM_STATE_INCORRECT (service-TD / migration; name from the 1.5.01 module headers).
+    MIGRATION_STREAM_STATE_INCORRECT = 0xC000_0E05, "TDX_MIGRATION_STREAM_STATE_INCORRECT", Raw;
+    /// TDX_MAX_MIGS_NUM_EXCEEDED (service-TD / migration; name from the 1.5.01 module headers).
+    MAX_MIGS_NUM_EXCEEDED = 0xC000_0E06, "TDX_MAX_MIGS_NUM_EXCEEDED", Raw;
+    /// TDX_EXPORTED_DIRTY_PAGES_REMAIN (service-TD / migration; name from the 1.5.01 module headers).
+    EXPORTED_DIRTY_PAGES_REMAIN = 0xC000_0E07, "TDX_EXPORTED_DIRTY_PAGES_REMAIN", Raw;
+    /// TDX_MIGRATION_DECRYPTION_KEY_NOT_SET (service-TD / migration; name from the 1.5.01 module headers).
+    MIGRATION_DECRYPTION_KEY_NOT_SET = 0xC000_0E08, "TDX_MIGRATION_DECRYPTION_KEY_NOT_SET", Raw;
+    /// TDX_TD_NOT_MIGRATABLE (service-TD / migration; name from the 1.5.01 module headers).
+    TD_NOT_MIGRATABLE = 0xC000_0E09, "TDX_TD_NOT_MIGRATABLE", Raw;
+    /// TDX_PREVIOUS_EXPORT_CLEANUP_INCOMPLETE (service-TD / migration; name from the 1.5.01 module headers).
+    PREVIOUS_EXPORT_CLEANUP_INCOMPLETE = 0xC000_0E0A, "TDX_PREVIOUS_EXPORT_CLEANUP_INCOMPLETE", Raw;
+    /// TDX_NUM_MIGS_HIGHER_THAN_CREATED (service-TD / migration; name from the 1.5.01 module headers).
+    NUM_MIGS_HIGHER_THAN_CREATED = 0xC000_0E0B, "TDX_NUM_MIGS_HIGHER_THAN_CREATED", Raw;
+    /// TDX_IMPORT_MISMATCH (service-TD / migration; name from the 1.5.01 module headers).
+    IMPORT_MISMATCH = 0xC000_0E0C, "TDX_IMPORT_MISMATCH", Raw;
+    /// TDX_MIGRATION_EPOCH_OVERFLOW (service-TD / migration; name from the 1.5.01 module headers).
+    MIGRATION_EPOCH_OVERFLOW = 0xC000_0E0D, "TDX_MIGRATION_EPOCH_OVERFLOW", Raw;
+    /// TDX_MAX_EXPORTS_EXCEEDED (service-TD / migration; name from the 1.5.01 module headers).
+    MAX_EXPORTS_EXCEEDED = 0xC000_0E0E, "TDX_MAX_EXPORTS_EXCEEDED", Raw;
+    /// TDX_INVALID_PAGE_MAC (service-TD / migration; name from the 1.5.01 module headers).
+    INVALID_PAGE_MAC = 0xC000_0E0F, "TDX_INVALID_PAGE_MAC", Raw;
+    /// TDX_MIGRATED_IN_CURRENT_EPOCH (service-TD / migration; name from the 1.5.01 module headers).
+    MIGRATED_IN_CURRENT_EPOCH = 0xC000_0E10, "TDX_MIGRATED_IN_CURRENT_EPOCH", Raw;
+    /// TDX_DISALLOWED_IMPORT_OVER_REMOVED (service-TD / migration; name from the 1.5.01 module headers).
+    DISALLOWED_IMPORT_OVER_REMOVED = 0xC000_0E11, "TDX_DISALLOWED_IMPORT_OVER_REMOVED", Raw;
+    /// TDX_SOME_VCPUS_NOT_MIGRATED (service-TD / migration; name from the 1.5.01 module headers).
+    SOME_VCPUS_NOT_MIGRATED = 0xC000_0E12, "TDX_SOME_VCPUS_NOT_MIGRATED", Raw;
+    /// TDX_ALL_VCPUS_IMPORTED (service-TD / migration; name from the 1.5.01 module headers).
+    ALL_VCPUS_IMPORTED = 0xC000_0E13, "TDX_ALL_VCPUS_IMPORTED", Raw;
+    /// TDX_MIN_MIGS_NOT_CREATED (service-TD / migration; name from the 1.5.01 module headers).
+    MIN_MIGS_NOT_CREATED = 0xC000_0E14, "TDX_MIN_MIGS_NOT_CREATED", Raw;
+    /// TDX_VCPU_ALREADY_EXPORTED (service-TD / migration; name from the 1.5.01 module headers).
+    VCPU_ALREADY_EXPORTED = 0xC000_0E15, "TDX_VCPU_ALREADY_EXPORTED", Raw;
+    /// TDX_INVALID_MIGRATION_DECRYPTION_KEY (service-TD / migration; name from the 1.5.01 module headers).
+    INVALID_MIGRATION_DECRYPTION_KEY = 0xC000_0E16, "TDX_INVALID_MIGRATION_DECRYPTION_KEY", Raw;
     /// TDX_ALREADY_WRITE_BLOCKED (migration, success class).
     ALREADY_WRITE_BLOCKED = 0x0000_0E03, "TDX_ALREADY_WRITE_BLOCKED", Raw;
     /// TDX_INVALID_CPUSVN.
