@@ -85,17 +85,17 @@ fn driver_lifecycle_on_the_emulated_module() {
     );
     // Runtime memory.
     let aug = td.aug_page(0, Gpa(0x20_0000), 0).unwrap();
-    assert_eq!(m.page_type(aug), Some(PamtPageType::REG));
+    assert_eq!(m.page_type(aug), Some(PamtPageType::PT_REG));
     td.remove_page(0, Gpa(0x20_0000)).unwrap();
-    assert_eq!(m.page_type(aug), Some(PamtPageType::NDA));
+    assert_eq!(m.page_type(aug), Some(PamtPageType::PT_NDA));
     m.check_invariants().unwrap();
     let owned = td.owned_pages();
     assert!(owned
         .iter()
-        .all(|p| m.page_type(*p) != Some(PamtPageType::NDA)));
+        .all(|p| m.page_type(*p) != Some(PamtPageType::PT_NDA)));
     td.teardown().unwrap();
     for p in owned {
-        assert_eq!(m.page_type(p), Some(PamtPageType::NDA), "{p:#x}");
+        assert_eq!(m.page_type(p), Some(PamtPageType::PT_NDA), "{p:#x}");
     }
     assert_eq!(m.hkid_state(hkid), Some(KotState::FREE));
     m.check_invariants().unwrap();

@@ -44,7 +44,9 @@ use tdx_abi::call::{Regs, Tdcall};
 use tdx_abi::gpa::Gpa;
 use tdx_abi::leaf::{TdcallLeaf as G, VmxExitReason};
 use tdx_abi::measure::{rtmr_extend, sha384, Measurement};
+use tdx_abi::report::ReportMacStruct;
 use tdx_abi::status::TdxStatus;
+use zerocopy::IntoBytes;
 
 use super::codes::{self, OperandId, StatusCode};
 use super::locks::{Held, LockKey, Mode};
@@ -370,11 +372,13 @@ impl EmulatedModule {
     }
 
     /// Checks the MAC of a REPORTMACSTRUCT (the first 256 bytes of a TDREPORT_STRUCT)
-    /// produced by this platform's TDG.MR.REPORT.
-    pub fn verify_report_mac(&self, report_mac_struct: &[u8; 256]) -> bool {
+    /// produced by this platform's TDG.MR.REPORT: HMAC-SHA-256 keyed by the platform secret
+    /// over the first [`ReportMacStruct::MAC_INPUT_LEN`] bytes.
+    pub fn verify_report_mac(&self, report: &ReportMacStruct) -> bool {
+        let bytes = report.as_bytes();
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.mac_key).expect("any key size");
-        mac.update(&report_mac_struct[..224]);
-        mac.verify_slice(&report_mac_struct[224..256]).is_ok()
+        mac.update(&bytes[..ReportMacStruct::MAC_INPUT_LEN]);
+        mac.verify_slice(&report.mac).is_ok()
     }
 }
 

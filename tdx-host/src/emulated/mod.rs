@@ -58,11 +58,8 @@
 //!
 //! # Contract deviations (tdx-host/emulated-contract)
 //! * [`EmulatedModule::lp`] returns `Option<LogicalProcessor>` (None out of range).
-//! * [`EmulatedModule::scripted_vcpu`] takes the TDVPR PA as `u64`;
-//!   [`EmulatedModule::verify_report_mac`] takes the 256 REPORTMACSTRUCT bytes (the
-//!   `tdx_abi::report` types had not landed).
-//! * [`PamtPageType`] and [`KotState`] are defined here (newtypes over the architectural
-//!   values) until `tdx_abi::state` lands.
+//! * [`EmulatedModule::scripted_vcpu`] takes the TDVPR PA as `u64`.
+//! * [`PamtPageType`] and [`KotState`] are `tdx_abi::state`'s (re-exported).
 //! * Extras: [`EmulatedModule::hkid_shift`], [`EmulatedModule::page_owner`],
 //!   [`EmulatedModule::locks_held`], [`EmulatedModule::set_engine`] with the
 //!   [`ExecutionEngine`] seam, [`FaultInjector::pause_in_lock_window`],
@@ -89,6 +86,7 @@ pub use guest::{
 };
 pub use locks::{Fault, FaultInjector};
 pub use phys::{PhysMemError, PhysicalMemory};
+pub use tdx_abi::state::{KotState, PamtPageType};
 
 use codes::{OperandId, StatusCode};
 use locks::Held;
@@ -216,43 +214,6 @@ pub enum EmulatedError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invariant violated: {0}")]
 pub struct InvariantViolation(pub String);
-
-/// PAMT page types as reported to tests ([`EmulatedModule::page_type`]); the raw value is
-/// the architectural one (tdx-module-abi.md §7.5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PamtPageType(pub u8);
-
-impl PamtPageType {
-    /// PT_NDA (0): free.
-    pub const NDA: Self = Self(0);
-    /// PT_RSVD (1): TDMR reserved area.
-    pub const RSVD: Self = Self(1);
-    /// PT_REG (3): TD private page.
-    pub const REG: Self = Self(3);
-    /// PT_TDR (4).
-    pub const TDR: Self = Self(4);
-    /// PT_TDCX (5).
-    pub const TDCX: Self = Self(5);
-    /// PT_TDVPR (6).
-    pub const TDVPR: Self = Self(6);
-    /// PT_EPT (8): Secure-EPT page.
-    pub const EPT: Self = Self(8);
-}
-
-/// KOT entry states as reported to tests ([`EmulatedModule::hkid_state`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct KotState(pub u8);
-
-impl KotState {
-    /// FREE (0).
-    pub const FREE: Self = Self(0);
-    /// ASSIGNED (1): TDH.MNG.CREATE.
-    pub const ASSIGNED: Self = Self(1);
-    /// FLUSHED (2): TDH.MNG.VPFLUSHDONE.
-    pub const FLUSHED: Self = Self(2);
-    /// RESERVED (3): the global private HKID.
-    pub const RESERVED: Self = Self(3);
-}
 
 /// The emulated TDX module and its platform. `Send + Sync`; share it as `Arc`.
 #[derive(Debug)]
@@ -439,7 +400,9 @@ impl EmulatedModule {
     /// The PAMT type of the 4 KiB page at `pa` (None outside TDMRs or before its PAMT block
     /// is initialised).
     pub fn page_type(&self, pa: u64) -> Option<PamtPageType> {
-        self.lock().pamt_of(pa).map(|e| PamtPageType(e.ty))
+        self.lock()
+            .pamt_of(pa)
+            .map(|e| PamtPageType::from_raw(u64::from(e.ty)))
     }
 
     /// The PAMT owner (TDR PA) of the page at `pa`, if any.
@@ -455,7 +418,7 @@ impl EmulatedModule {
         }
         st.kot
             .get(usize::from(hkid - self.geo.first_hkid))
-            .map(|k| KotState(k.state))
+            .map(|k| KotState::from_raw(k.state))
     }
 
     /// Number of try-locks currently held (0 between calls).

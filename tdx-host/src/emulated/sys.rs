@@ -2,6 +2,7 @@
 //! global (SYS-context) metadata of the emulated 1.5.01 module.
 
 use tdx_abi::call::Regs;
+use tdx_abi::metadata::{sys as S, MetadataFieldId, MetadataListWriter};
 use tdx_abi::status::TdxStatus;
 use tdx_abi::tdmr::{CmrInfoEntry, TdmrInfo};
 use tdx_memory::tdmr::{validate, TdmrConstraints, TdmrValidationErrorKind};
@@ -80,66 +81,63 @@ pub(crate) fn normalize_field_id(id: u64) -> Option<u64> {
 
 /// The global metadata: (field ID as listed in §5.11, value), in field-ID enumeration order.
 pub(crate) fn sys_metadata(m: &EmulatedModule) -> Vec<(u64, u64)> {
-    let mut v: Vec<(u64, u64)> = vec![(0x0000_0002_0000_0000, u64::from(m.geo.num_packages))];
+    let mut v: Vec<(u64, u64)> = vec![(S::NUM_PKGS.raw(), u64::from(m.geo.num_packages))];
     for p in 0..m.geo.num_packages.min(8) {
-        v.push((
-            0x0000_0002_0000_0001 + u64::from(p),
-            u64::from(PLATFORM_FMS),
-        ));
+        v.push((S::PKG_FMS.raw() + u64::from(p), u64::from(PLATFORM_FMS)));
     }
     v.extend_from_slice(&[
-        (0x0800_0002_0000_0000, 0x8086),
-        (0x8800_0002_0000_0001, 20230920),
-        (0x8800_0001_0000_0002, 0x0215),
-        (0x0800_0001_0000_0003, 5),
-        (0x0800_0001_0000_0004, 1),
-        (0x0800_0001_0000_0005, 1),
-        (0x0800_0001_0000_0006, 0),
-        (0x0A00_0002_0000_0000, 0),
-        (0x0A00_0000_0000_0001, 1),
-        (0x0A00_0003_0000_0008, TDX_FEATURES0),
+        (S::VENDOR_ID.raw(), 0x8086),
+        (S::BUILD_DATE.raw(), 20230920),
+        (S::BUILD_NUM.raw(), 0x0215),
+        (S::MINOR_VERSION.raw(), 5),
+        (S::MAJOR_VERSION.raw(), 1),
+        (S::UPDATE_VERSION.raw(), 1),
+        (S::INTERNAL_VERSION.raw(), 0),
+        (S::SYS_ATTRIBUTES.raw(), 0),
+        (S::NUM_TDX_FEATURES.raw(), 1),
+        (S::TDX_FEATURES0.raw(), TDX_FEATURES0),
     ]);
     let cmrs = m.mem.cmrs();
-    v.push((0x9000_0001_0000_0000, cmrs.len() as u64));
+    v.push((S::NUM_CMRS.raw(), cmrs.len() as u64));
     for (i, c) in cmrs.iter().enumerate() {
-        v.push((0x9000_0003_0000_0080 + i as u64, c.0));
+        v.push((S::CMR_BASE.raw() + i as u64, c.0));
     }
     for (i, c) in cmrs.iter().enumerate() {
-        v.push((0x9000_0003_0000_0100 + i as u64, c.1));
+        v.push((S::CMR_SIZE.raw() + i as u64, c.1));
     }
     v.extend_from_slice(&[
-        (0x9100_0001_0000_0008, 64),
-        (0x9100_0001_0000_0009, 16),
-        (0x9100_0001_0000_0010, 16),
-        (0x9100_0001_0000_0011, 16),
-        (0x9100_0001_0000_0012, 16),
-        (0x9800_0001_0000_0000, 4096),
-        (0x9800_0001_0000_0100, 6 * 4096),
-        (0x9800_0001_0000_0101, 4096),
-        (0x9800_0001_0000_0200, 6 * 4096),
-        (0x9800_0001_0000_0201, 3 * 4096),
-        (0x1900_0003_0000_0000, ATTRIBUTES_FIXED0),
-        (0x1900_0003_0000_0001, ATTRIBUTES_FIXED1),
-        (0x1900_0003_0000_0002, XFAM_FIXED0),
-        (0x1900_0003_0000_0003, XFAM_FIXED1),
-        (0x9900_0001_0000_0004, CPUID_CONFIG_LEAVES.len() as u64),
-        (0x9900_0003_0000_0006, CONFIG_FLAGS_FIXED0),
-        (0x9900_0003_0000_0007, 0),
-        (0x9900_0001_0000_0008, MAX_VCPUS_PER_TD),
+        (S::MAX_TDMRS.raw(), 64),
+        (S::MAX_RESERVED_PER_TDMR.raw(), 16),
+        (S::PAMT_4K_ENTRY_SIZE.raw(), 16),
+        (S::PAMT_2M_ENTRY_SIZE.raw(), 16),
+        (S::PAMT_1G_ENTRY_SIZE.raw(), 16),
+        (S::TDR_BASE_SIZE.raw(), 4096),
+        (S::TDCS_BASE_SIZE.raw(), 6 * 4096),
+        (S::TDCS_SIZE_PER_L2_VM.raw(), 4096),
+        (S::TDVPS_BASE_SIZE.raw(), 6 * 4096),
+        (S::TDVPS_SIZE_PER_L2_VM.raw(), 3 * 4096),
+        (S::ATTRIBUTES_FIXED0.raw(), ATTRIBUTES_FIXED0),
+        (S::ATTRIBUTES_FIXED1.raw(), ATTRIBUTES_FIXED1),
+        (S::XFAM_FIXED0.raw(), XFAM_FIXED0),
+        (S::XFAM_FIXED1.raw(), XFAM_FIXED1),
+        (S::NUM_CPUID_CONFIG.raw(), CPUID_CONFIG_LEAVES.len() as u64),
+        (S::CONFIG_FLAGS_FIXED0.raw(), CONFIG_FLAGS_FIXED0),
+        (S::CONFIG_FLAGS_FIXED1.raw(), 0),
+        (S::MAX_VCPUS_PER_TD.raw(), MAX_VCPUS_PER_TD),
     ]);
     for (i, (l, s)) in CPUID_CONFIG_LEAVES.iter().enumerate() {
         v.push((
-            0x9900_0003_0000_0400 + i as u64,
+            S::CPUID_CONFIG_LEAVES.raw() + i as u64,
             u64::from(*l) | (u64::from(*s) << 32),
         ));
     }
     for (i, c) in CPUID_CONFIG_VALUES.iter().enumerate() {
-        let base = 0x9900_0003_0000_0500 + 2 * i as u64;
+        let base = S::CPUID_CONFIG_VALUES.raw() + 2 * i as u64;
         v.push((base, u64::from(c[0]) | (u64::from(c[1]) << 32)));
         v.push((base + 1, u64::from(c[2]) | (u64::from(c[3]) << 32)));
     }
-    v.push((0x9900_0003_0000_0600, 0));
-    v.push((0xA100_0001_0000_0000, 1));
+    v.push((S::IA32_ARCH_CAPABILITIES_CONFIG_MASK.raw(), 0));
+    v.push((S::MAX_SERV_TDS.raw(), 1));
     v
 }
 
@@ -222,11 +220,10 @@ pub(crate) fn tdh_sys_rd(
     Ok(TdxStatus::SUCCESS)
 }
 
-/// TDH.SYS.RDALL (`tdh_sys_rdall.c`): RDX = 4K-aligned PA of a list buffer, R8 = first field
-/// ID. Writes the metadata list format of §2.1: header {u16 list size in bytes, u16 number of
-/// sequences, u32 0}, then one sequence per field: the field ID (8 bytes, element size code as
-/// in the table, LAST_ELEMENT = LAST_FIELD = 0) and the value as one 8-byte element. Stops when
-/// the 4 KiB buffer is full; R8 = next field ID (-1 when done).
+/// TDH.SYS.RDALL (`tdh_sys_rdall.c`): RDX = 4K-aligned shared PA of a list buffer, R8 = first
+/// field ID (-1 = from the first). Writes a metadata list with `tdx_abi`'s
+/// [`MetadataListWriter`] (one sequence per field); R8 = next field ID (-1 when done,
+/// `TDX_METADATA_LIST_OVERFLOW` when the 4 KiB buffer filled up first).
 pub(crate) fn tdh_sys_rdall(
     m: &EmulatedModule,
     ctx: &mut Ctx,
@@ -258,25 +255,26 @@ pub(crate) fn tdh_sys_rdall(
             None => return Err(codes::code(StatusCode::METADATA_FIELD_ID_INCORRECT)),
         }
     };
+    // md_dump_list: one sequence per field, each value at the field's element size.
     let mut buf = vec![0u8; 4096];
-    let mut off = 8usize;
-    let mut n = 0u16;
+    let mut w = MetadataListWriter::new(&mut buf);
     let mut next = start;
-    while next < md.len() && off + 16 <= buf.len() {
-        let (id, v) = md[next];
-        buf[off..off + 8].copy_from_slice(&id.to_le_bytes());
-        buf[off + 8..off + 16].copy_from_slice(&v.to_le_bytes());
-        off += 16;
-        n += 1;
+    while let Some(&(id, v)) = md.get(next) {
+        if w.push(MetadataFieldId::from_raw(id), &[v]).is_err() {
+            break;
+        }
         next += 1;
     }
-    buf[0..2].copy_from_slice(&(off as u16).to_le_bytes());
-    buf[2..4].copy_from_slice(&n.to_le_bytes());
+    let len = w.finish();
     // Written with a shared key: over a TD-owned page this is a host write (it poisons it).
-    if m.mem.write(pa, &buf[..off]).is_err() {
+    if m.mem.write(pa, &buf[..len]).is_err() {
         return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RDX);
     }
     regs.r8 = md.get(next).map_or(u64::MAX, |x| x.0);
+    if next < md.len() {
+        // The list did not fit: METADATA_LIST_OVERFLOW with R8 = the next field to read.
+        return Err(codes::code(StatusCode::METADATA_LIST_OVERFLOW));
+    }
     Ok(TdxStatus::SUCCESS)
 }
 
@@ -585,14 +583,14 @@ pub(crate) mod tests {
     fn full_bring_up_and_pamt() {
         let m = small_platform();
         let lp0 = bring_up(&m);
-        assert_eq!(m.page_type(0), Some(crate::emulated::PamtPageType::RSVD));
+        assert_eq!(m.page_type(0), Some(crate::emulated::PamtPageType::PT_RSVD));
         assert_eq!(
             m.page_type(2 << 20),
-            Some(crate::emulated::PamtPageType::NDA)
+            Some(crate::emulated::PamtPageType::PT_NDA)
         );
         assert_eq!(
             m.page_type(57 << 20),
-            Some(crate::emulated::PamtPageType::RSVD)
+            Some(crate::emulated::PamtPageType::PT_RSVD)
         );
         assert_eq!(m.hkid_state(32), Some(crate::emulated::KotState::RESERVED));
         assert_eq!(m.hkid_state(33), Some(crate::emulated::KotState::FREE));
@@ -610,15 +608,16 @@ pub(crate) mod tests {
         });
         assert_eq!(s, 0);
         assert_eq!(r.r8, u64::MAX);
-        let mut hdr = [0u8; 24];
-        m.physical_memory().read(0x30_0000, &mut hdr).unwrap();
-        let n = u16::from_le_bytes([hdr[2], hdr[3]]) as usize;
-        assert_eq!(n, sys_metadata(&m).len());
-        assert_eq!(
-            u64::from_le_bytes(hdr[8..16].try_into().unwrap()),
-            0x0000_0002_0000_0000
-        );
-        assert_eq!(u64::from_le_bytes(hdr[16..24].try_into().unwrap()), 2);
+        let mut list = vec![0u8; 4096];
+        m.physical_memory().read(0x30_0000, &mut list).unwrap();
+        let parsed = tdx_abi::metadata::MetadataList::parse(&list).unwrap();
+        let items: Vec<_> = parsed.iter().map(|x| x.unwrap()).collect();
+        assert_eq!(items.len(), sys_metadata(&m).len());
+        assert_eq!(items[0].0.raw(), 0x0000_0002_0000_0000, "NUM_PKGS first");
+        assert_eq!(items[0].1, 2);
+        assert!(items
+            .iter()
+            .any(|(id, v)| id.raw() == 0x0800_0002_0000_0000 && *v == 0x8086));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use tdx_abi::call::Regs;
 use tdx_abi::measure::{Measurement, MrtdBuilder};
+use tdx_abi::metadata::{td as T, vp as V};
 use tdx_abi::status::TdxStatus;
 
 use super::codes::{self, OperandId, StatusCode};
@@ -329,31 +330,36 @@ type Field = (u64, u64, u64, u64);
 /// (readable in any state), then TDCS fields.
 fn td_fields(td: &Td, tdcs: bool) -> Vec<Field> {
     let mut v: Vec<Field> = vec![
-        (0x8010_0002_0000_0002, td.tdcx.len() as u64, 0, 0),
-        (0x8010_0003_0000_0004, td.chldcnt, 0, 0),
-        (0x8010_0002_0000_0005, u64::from(td.lifecycle), 0, 0),
-        (0x8110_0001_0000_0001, u64::from(td.hkid), 0, 0),
+        (T::NUM_TDCX.raw(), td.tdcx.len() as u64, 0, 0),
+        (T::CHLDCNT.raw(), td.chldcnt, 0, 0),
+        (T::LIFECYCLE_STATE.raw(), u64::from(td.lifecycle), 0, 0),
+        (T::HKID.raw(), u64::from(td.hkid), 0, 0),
     ];
     if !tdcs {
         return v;
     }
     let c = &td.config;
     v.extend_from_slice(&[
-        (0x9010_0002_0000_0001, u64::from(td.num_vcpus), 0, 0),
-        (0x9010_0002_0000_0002, u64::from(td.num_assoc_vcpus), 0, 0),
-        (0x9010_0002_0000_0004, u64::from(td.op_state), 0, 0),
-        (0x1110_0003_0000_0000, c.attributes, 0, 0),
-        (0x1110_0003_0000_0001, c.xfam, 0, 0),
-        (0x1110_0003_0000_0002, u64::from(c.max_vcpus), 0, 0),
-        (0x1110_0003_0000_0003, u64::from(c.gpaw52), 0, 0),
-        (0x1110_0003_0000_0004, c.eptp_controls, 0, 0),
-        (0x1110_0003_0000_000A, 0, 0, 0),
-        (0x1110_0003_0000_000B, 1 << 48, 0, 0),
-        (0x1110_0003_0000_000C, u64::from(c.tsc_frequency), 0, 0),
-        (0x9110_0003_0000_0010, td.notify_enables, 0, 1),
-        (0x1110_0003_0000_0016, c.config_flags, 0, 0),
+        (T::NUM_VCPUS.raw(), u64::from(td.num_vcpus), 0, 0),
         (
-            0x1110_0003_0000_0017,
+            T::NUM_ASSOC_VCPUS.raw(),
+            u64::from(td.num_assoc_vcpus),
+            0,
+            0,
+        ),
+        (T::OP_STATE.raw(), u64::from(td.op_state), 0, 0),
+        (T::ATTRIBUTES.raw(), c.attributes, 0, 0),
+        (T::XFAM.raw(), c.xfam, 0, 0),
+        (T::MAX_VCPUS.raw(), u64::from(c.max_vcpus), 0, 0),
+        (T::GPAW.raw(), u64::from(c.gpaw52), 0, 0),
+        (T::EPTP.raw(), c.eptp_controls, 0, 0),
+        (T::TSC_OFFSET.raw(), 0, 0, 0),
+        (T::TSC_MULTIPLIER.raw(), 1 << 48, 0, 0),
+        (T::TSC_FREQUENCY.raw(), u64::from(c.tsc_frequency), 0, 0),
+        (T::NOTIFY_ENABLES.raw(), td.notify_enables, 0, 1),
+        (T::CONFIG_FLAGS.raw(), c.config_flags, 0, 0),
+        (
+            T::TD_CTLS.raw(),
             td.td_ctls,
             0,
             // PENDING_VE_DISABLE only with FLEXIBLE_PENDING_VE; ENUM_TOPOLOGY, REDUCE_VE.
@@ -363,19 +369,19 @@ fn td_fields(td: &Td, tdcs: bool) -> Vec<Field> {
                 0b1010
             },
         ),
-        (0x9210_0003_0000_0000, td.td_epoch, 0, 0),
+        (T::TD_EPOCH.raw(), td.td_epoch, 0, 0),
     ]);
     let mut mr = |base: u64, m: &Measurement| {
         for (i, ch) in m.as_bytes().chunks_exact(8).enumerate() {
             v.push((base + i as u64, u64_at(ch, 0), 0, 0));
         }
     };
-    mr(0x1310_0003_0000_0000, &td.mrtd);
-    mr(0x1310_0003_0000_0010, &c.mrconfigid);
-    mr(0x1310_0003_0000_0018, &c.mrowner);
-    mr(0x1310_0003_0000_0020, &c.mrownerconfig);
+    mr(T::MRTD.raw(), &td.mrtd);
+    mr(T::MRCONFIGID.raw(), &c.mrconfigid);
+    mr(T::MROWNER.raw(), &c.mrowner);
+    mr(T::MROWNERCONFIG.raw(), &c.mrownerconfig);
     for (r, m) in td.rtmr.iter().enumerate() {
-        mr(0x1310_0003_0000_0040 + 6 * r as u64, m);
+        mr(T::RTMR.raw() + 6 * r as u64, m);
     }
     v
 }
@@ -413,8 +419,8 @@ pub(crate) fn td_field_access(
         }
         let new = (old & !mask) | (value & mask);
         match normalize_field_id(fid) {
-            x if x == normalize_field_id(0x9110_0003_0000_0010) => td.notify_enables = new,
-            x if x == normalize_field_id(0x1110_0003_0000_0017) => td.td_ctls = new,
+            x if x == normalize_field_id(T::NOTIFY_ENABLES.raw()) => td.notify_enables = new,
+            x if x == normalize_field_id(T::TD_CTLS.raw()) => td.td_ctls = new,
             _ => return Err(codes::code(StatusCode::METADATA_FIELD_NOT_WRITABLE)),
         }
     }
@@ -659,20 +665,24 @@ pub(crate) fn tdh_vp_init(
 fn vp_fields(v: &Vcpu, debug: bool) -> Vec<(u64, u64, bool)> {
     let mut f = vec![
         (
-            0x0220_0002_0000_0000,
+            V::VE_INFO_EXIT_REASON.raw(),
             u64::from(v.ve_info.exit_reason),
             false,
         ),
         (
-            0x0220_0002_0000_0001,
+            V::VE_INFO_VALID.raw(),
             if v.ve_info.valid { 0xFFFF_FFFF } else { 0 },
             false,
         ),
-        (0x0220_0003_0000_0002, v.ve_info.exit_qualification, false),
-        (0x0220_0003_0000_0003, v.ve_info.gla, false),
-        (0x0220_0003_0000_0004, v.ve_info.gpa, false),
         (
-            0x0220_0001_0000_0005,
+            V::VE_INFO_EXIT_QUALIFICATION.raw(),
+            v.ve_info.exit_qualification,
+            false,
+        ),
+        (V::VE_INFO_GLA.raw(), v.ve_info.gla, false),
+        (V::VE_INFO_GPA.raw(), v.ve_info.gpa, false),
+        (
+            V::VE_INFO_EPTP_INDEX.raw(),
             u64::from(v.ve_info.eptp_index),
             false,
         ),
@@ -680,12 +690,12 @@ fn vp_fields(v: &Vcpu, debug: bool) -> Vec<(u64, u64, bool)> {
     if debug {
         for (i, g) in v.gprs.iter().enumerate() {
             if i != 4 {
-                f.push((0x1020_0003_0000_0000 + i as u64, *g, true));
+                f.push((V::GPR_BASE.raw() + i as u64, *g, true));
             }
         }
     }
-    f.push((0xA020_0000_0000_0000, u64::from(v.state), false));
-    f.push((0xA020_0002_0000_0002, u64::from(v.index), false));
+    f.push((V::VCPU_STATE.raw(), u64::from(v.state), false));
+    f.push((V::VCPU_INDEX.raw(), u64::from(v.index), false));
     f
 }
 

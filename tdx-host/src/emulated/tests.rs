@@ -200,9 +200,9 @@ fn lifecycle_build_measure_run_teardown() {
     let mut buf = [0xFFu8; 16];
     b.m.physical_memory().read(p0, &mut buf).unwrap();
     assert_eq!(buf, [0; 16]);
-    assert_eq!(b.m.page_type(p0), Some(PamtPageType::REG));
-    assert_eq!(b.m.page_type(b.tdr), Some(PamtPageType::TDR));
-    assert_eq!(b.m.page_type(b.sept[0]), Some(PamtPageType::EPT));
+    assert_eq!(b.m.page_type(p0), Some(PamtPageType::PT_REG));
+    assert_eq!(b.m.page_type(b.tdr), Some(PamtPageType::PT_TDR));
+    assert_eq!(b.m.page_type(b.sept[0]), Some(PamtPageType::PT_EPT));
 
     // Run: nothing queued → external-interrupt exit.
     let r = b.ok_enter();
@@ -328,10 +328,14 @@ fn lifecycle_build_measure_run_teardown() {
     g.read(Gpa(0x1000), &mut rep).unwrap();
     assert_eq!(rep[0], 0x81);
     assert_eq!(&rep[128..192], &[0x77; 64]);
-    let mut rms = [0u8; 256];
-    rms.copy_from_slice(&rep[..256]);
+    let report = tdx_abi::report::TdReport::from_bytes(&rep).unwrap();
+    assert!(
+        report.hashes_consistent(),
+        "TEE_TCB_INFO_HASH / TEE_INFO_HASH"
+    );
+    let mut rms = report.report_mac_struct;
     assert!(b.m.verify_report_mac(&rms));
-    rms[130] ^= 1;
+    rms.report_data[2] ^= 1;
     assert!(!b.m.verify_report_mac(&rms));
     assert_eq!(&rep[80..128], Sha384::digest(&rep[512..1024]).as_slice());
     let mut rt = Sha384::new();
@@ -370,7 +374,7 @@ fn lifecycle_build_measure_run_teardown() {
         r.rcx = 0x2000;
         r.rdx = tdr;
     });
-    assert_eq!(b.m.page_type(aug), Some(PamtPageType::NDA));
+    assert_eq!(b.m.page_type(aug), Some(PamtPageType::PT_NDA));
 
     // Teardown.
     let (s, _) = call(&b.lp1, 18, |r| r.rcx = b.tdvpr);
@@ -409,10 +413,10 @@ fn lifecycle_build_measure_run_teardown() {
         let r = b.ok(28, |r| r.rcx = p);
         assert_eq!(r.rdx, tdr);
         b.ok(41, |r| r.rcx = p | (33u64 << b.m.hkid_shift()));
-        assert_eq!(b.m.page_type(p), Some(PamtPageType::NDA));
+        assert_eq!(b.m.page_type(p), Some(PamtPageType::PT_NDA));
     }
     b.ok(28, |r| r.rcx = tdr);
-    assert_eq!(b.m.page_type(tdr), Some(PamtPageType::NDA));
+    assert_eq!(b.m.page_type(tdr), Some(PamtPageType::PT_NDA));
     assert_eq!(b.m.locks_held(), 0);
 }
 
@@ -676,7 +680,7 @@ fn sept_errors_report_entry_details() {
         r.r8 = p2;
     });
     assert_eq!(s, 0);
-    assert_eq!(b.m.page_type(p2), Some(PamtPageType::NDA));
+    assert_eq!(b.m.page_type(p2), Some(PamtPageType::PT_NDA));
     // RDX reserved bits; R8 "none" (all ones) only in version 1 and only over a table.
     let (s, _) = call(&b.lp0, 3, |r| {
         r.rcx = 1;
@@ -799,7 +803,7 @@ fn sept_errors_report_entry_details() {
     });
     assert_eq!(
         b.m.page_type((10 << 20) + 0x1F_F000),
-        Some(PamtPageType::REG)
+        Some(PamtPageType::PT_REG)
     );
     let g = b.m.scripted_vcpu(b.tdvpr);
     let mut r = Regs::with_leaf(6);
