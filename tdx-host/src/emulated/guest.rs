@@ -44,6 +44,7 @@ use tdx_abi::call::{Regs, Tdcall};
 use tdx_abi::gpa::Gpa;
 use tdx_abi::leaf::{TdcallLeaf as G, VmxExitReason};
 use tdx_abi::measure::{rtmr_extend, sha384, Measurement};
+use tdx_abi::phys::Hpa;
 use tdx_abi::report::ReportMacStruct;
 use tdx_abi::status::TdxStatus;
 use zerocopy::IntoBytes;
@@ -354,10 +355,10 @@ pub struct ScriptedVcpu {
 
 impl EmulatedModule {
     /// The scripted engine's view of the vCPU whose TDVPR is at `tdvpr`.
-    pub fn scripted_vcpu(self: &Arc<Self>, tdvpr: u64) -> ScriptedVcpu {
+    pub fn scripted_vcpu(self: &Arc<Self>, tdvpr: Hpa) -> ScriptedVcpu {
         ScriptedVcpu {
             module: Arc::clone(self),
-            tdvpr,
+            tdvpr: tdvpr.raw(),
             shared_base: 0,
         }
     }
@@ -433,8 +434,8 @@ fn translate(td: &Td, gpa: u64) -> Xlate {
 
 impl ScriptedVcpu {
     /// TDVPR PA of this vCPU.
-    pub fn tdvpr(&self) -> u64 {
-        self.tdvpr
+    pub fn tdvpr(&self) -> Hpa {
+        Hpa(self.tdvpr)
     }
 
     /// Shared GPAs (shared bit set) access physical memory at `base + (GPA without the shared

@@ -24,7 +24,8 @@
 //! Locks are try-locks (see [`FaultInjector`] and the `locks` module): contention returns
 //! `TDX_OPERAND_BUSY` with the operand id. A leaf takes its locks in the module's order while
 //! it checks, applies its effects atomically, and keeps the locks for a short window after
-//! them, so concurrent host threads see BUSY; [`FaultInjector`] forces BUSY /
+//! them when another SEAMCALL is in flight, so concurrent host threads see BUSY (a lone
+//! caller pays nothing); [`FaultInjector`] forces BUSY /
 //! INTERRUPTED_RESUMABLE and can pause a leaf inside that window for deterministic tests.
 //!
 //! # Facts checked against the 1.5 source (`intel/tdx-module`, tag TDX_1.5.01)
@@ -58,7 +59,6 @@
 //!
 //! # Contract deviations (tdx-host/emulated-contract)
 //! * [`EmulatedModule::lp`] returns `Option<LogicalProcessor>` (None out of range).
-//! * [`EmulatedModule::scripted_vcpu`] takes the TDVPR PA as `u64`.
 //! * [`PamtPageType`] and [`KotState`] are `tdx_abi::state`'s (re-exported).
 //! * Extras: [`EmulatedModule::hkid_shift`], [`EmulatedModule::page_owner`],
 //!   [`EmulatedModule::locks_held`], [`EmulatedModule::set_engine`] with the
@@ -76,6 +76,7 @@ pub(crate) mod state;
 pub mod sys;
 mod td;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tdx_abi::call::{Regs, Seamcall};
@@ -224,6 +225,9 @@ pub struct EmulatedModule {
     pub(crate) faults: FaultInjector,
     pub(crate) mac_key: [u8; 32],
     pub(crate) engine: RwLock<Arc<dyn ExecutionEngine>>,
+    /// SEAMCALLs currently inside the dispatcher (the lock window is only needed when another
+    /// call could observe it).
+    pub(crate) in_flight: AtomicUsize,
 }
 
 /// One logical processor of the platform: issues SEAMCALLs with its LP index (SYS.LP.INIT,
@@ -356,6 +360,7 @@ impl EmulatedModule {
             faults: FaultInjector::default(),
             mac_key: cfg.report_mac_key,
             engine: RwLock::new(Arc::new(ScriptedEngine)),
+            in_flight: AtomicUsize::new(0),
         }))
     }
 
@@ -432,7 +437,9 @@ impl EmulatedModule {
 
     /// One SEAMCALL on LP `lp`.
     pub(crate) fn seamcall_on(&self, lp: u32, regs: &mut Regs) -> TdxStatus {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         let status = self.dispatch(lp, regs);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         regs.rax = status.raw();
         status
     }
@@ -487,7 +494,9 @@ impl EmulatedModule {
         };
         // The locks stay held for a short window after the effects (see `locks`).
         self.faults.maybe_pause(leaf_no);
-        std::thread::yield_now();
+        if self.in_flight.load(Ordering::SeqCst) > 1 {
+            std::thread::yield_now();
+        }
         let mut st = self.lock();
         ctx.held.release_all(&mut st.locks);
         result.unwrap_or_else(|e| e)

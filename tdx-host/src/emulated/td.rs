@@ -186,7 +186,9 @@ fn parse_td_params(
     regs: &mut Regs,
 ) -> Result<TdConfig, TdxStatus> {
     let attributes = u64_at(p, 0);
-    if !fixed_bits_ok(attributes, ATTRIBUTES_FIXED0, ATTRIBUTES_FIXED1) {
+    // verify_td_attributes: fixed bits; a MIGRATABLE TD can be neither DEBUG nor PERFMON.
+    let migratable_conflict = attributes & (1 << 29) != 0 && attributes & (1 | 1 << 63) != 0;
+    if !fixed_bits_ok(attributes, ATTRIBUTES_FIXED0, ATTRIBUTES_FIXED1) || migratable_conflict {
         return codes::err(StatusCode::OPERAND_INVALID, OperandId::ATTRIBUTES);
     }
     let xfam = u64_at(p, 8);

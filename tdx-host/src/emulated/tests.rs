@@ -220,7 +220,7 @@ fn lifecycle_build_measure_run_teardown() {
         call(&b.lp1, 0, |r| r.rcx = b.tdvpr).0,
         0x8000_0701_0000_0000
     );
-    let g = b.m.scripted_vcpu(b.tdvpr);
+    let g = b.m.scripted_vcpu(tdx_abi::phys::Hpa(b.tdvpr));
     let mut data = [0u8; 8];
     g.read(Gpa(0x10), &mut data).unwrap();
     assert_eq!(data, [0xA5; 8]);
@@ -530,6 +530,14 @@ fn mng_init_td_params_checks() {
     let cases: Vec<Case> = vec![
         (Box::new(|p| p[0] = 2), 0xC000_0100_0000_0040, None),
         (Box::new(|p| p[3] = 0x80), 0xC000_0100_0000_0040, None), // KL bit 31
+        (
+            Box::new(|p| {
+                p[0] = 1;
+                p[3] = 0x20;
+            }),
+            0xC000_0100_0000_0040,
+            None,
+        ), // DEBUG + MIGRATABLE
         (Box::new(|p| p[8] = 1), 0xC000_0100_0000_0041, None),
         (Box::new(|p| p[8] = 0x23), 0xC000_0100_0000_0041, None), // AVX-512 partial
         (Box::new(|p| p[16] = 0), 0xC000_0100_0000_0044, None),
@@ -805,7 +813,7 @@ fn sept_errors_report_entry_details() {
         b.m.page_type((10 << 20) + 0x1F_F000),
         Some(PamtPageType::PT_REG)
     );
-    let g = b.m.scripted_vcpu(b.tdvpr);
+    let g = b.m.scripted_vcpu(tdx_abi::phys::Hpa(b.tdvpr));
     let mut r = Regs::with_leaf(6);
     r.rcx = 2 << 20;
     assert_eq!(
@@ -836,7 +844,7 @@ fn poisoned_page_is_fatal_to_the_td() {
     b.ok(17, |r| r.rcx = tdr);
     b.m.physical_memory().write(p + 8, &[9; 8]).unwrap();
     assert!(b.m.physical_memory().is_poisoned(p));
-    let g = b.m.scripted_vcpu(b.tdvpr);
+    let g = b.m.scripted_vcpu(tdx_abi::phys::Hpa(b.tdvpr));
     let mut d = [0u8; 4];
     assert_eq!(
         g.read(Gpa(0), &mut d),
@@ -1052,7 +1060,7 @@ mod random_sequences {
                 let p = b.alloc();
                 pool.push(p);
             }
-            let g = b.m.scripted_vcpu(b.tdvpr);
+            let g = b.m.scripted_vcpu(tdx_abi::phys::Hpa(b.tdvpr));
             for s in steps {
                 match s {
                     Step::Seam { leaf, rcx, rdx, r8, r9, lp } => {
