@@ -18,6 +18,11 @@
 //!    preempted by a host interrupt would. A VP.ENTER that follows a VMCALL exit first copies
 //!    the registers the guest selected from the host's registers into the guest (the GHCI
 //!    response).
+//! 4. To act *while* the vCPU is inside TDH.VP.ENTER (for races with MEM.TRACK, VP.FLUSH, …),
+//!    pause the VP.ENTER in its lock window with `FaultInjector::pause_in_lock_window(0)` from
+//!    another thread: until `resume()`, the vCPU is ACTIVE, holds its TDVPR (and TDR) shared
+//!    and keeps its reference on the TD epoch it entered in, exactly as a vCPU running in
+//!    the guest does; guest actions made meanwhile are exits for the next VP.ENTER.
 //!
 //! # VP.ENTER outputs
 //! TDVMCALL exit: RAX = 77 (VMX exit reason TDCALL), RCX = the guest's GPR select mask, the
@@ -266,6 +271,12 @@ pub(crate) fn tdh_vp_enter(
         td.refcount[(e & 1) as usize] += 1;
         e
     };
+    // The epoch lock is held only while sampling; the reference on the epoch lasts until the
+    // vCPU leaves the guest (the end of this leaf, after its lock window): MEM.TRACK meanwhile
+    // advances the epoch once, then gets PREVIOUS_TLB_EPOCH_BUSY.
+    ctx.held.release_early(&mut st.locks, LockKey::Epoch(tdr));
+    ctx.on_exit
+        .push(super::OnExit::VcpuExit { tdr, tdvpr, epoch });
     let engine = m.engine();
     let v = st.vcpus.get_mut(&tdvpr).expect("checked above");
     v.assoc_lp = Some(ctx.lp);
@@ -298,7 +309,6 @@ pub(crate) fn tdh_vp_enter(
         };
         engine.run(&mut ev)
     };
-    v.state = vs::READY;
     v.last_exit = match exit {
         EngineExit::Vmcall { .. } => LastExit::TdVmCall,
         EngineExit::Async { exit_reason, .. } if exit_reason == EXIT_REASON_EXTERNAL_INTERRUPT => {
@@ -339,8 +349,6 @@ pub(crate) fn tdh_vp_enter(
             ..Regs::default()
         },
     };
-    let td = st.td_mut(tdr);
-    td.refcount[(epoch & 1) as usize] = td.refcount[(epoch & 1) as usize].saturating_sub(1);
     *regs = out;
     Ok(TdxStatus::from_raw(out.rax))
 }

@@ -117,6 +117,14 @@ impl Held {
         }
     }
 
+    /// Releases one lock of this leaf before the leaf ends.
+    pub(crate) fn release_early(&mut self, table: &mut LockTable, key: LockKey) {
+        if let Some(i) = self.locks.iter().position(|(k, _)| *k == key) {
+            let (k, m) = self.locks.swap_remove(i);
+            table.release(k, m);
+        }
+    }
+
     /// Releases every lock of this leaf.
     pub(crate) fn release_all(&mut self, table: &mut LockTable) {
         for (k, m) in self.locks.drain(..) {

@@ -262,6 +262,34 @@ pub(crate) struct Ctx {
     pub(crate) pkg: u32,
     pub(crate) version: u8,
     pub(crate) held: Held,
+    /// Effects that happen when the leaf ends (after its lock window), e.g. the end of the
+    /// guest run of a TDH.VP.ENTER.
+    pub(crate) on_exit: Vec<OnExit>,
+}
+
+/// A deferred end-of-leaf effect.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum OnExit {
+    /// A vCPU leaves the guest: drop its reference on the epoch it sampled and make it READY.
+    VcpuExit { tdr: u64, tdvpr: u64, epoch: u64 },
+}
+
+impl OnExit {
+    fn apply(self, st: &mut State) {
+        match self {
+            OnExit::VcpuExit { tdr, tdvpr, epoch } => {
+                if let Some(td) = st.tds.get_mut(&tdr) {
+                    let r = &mut td.refcount[(epoch & 1) as usize];
+                    *r = r.saturating_sub(1);
+                }
+                if let Some(v) = st.vcpus.get_mut(&tdvpr) {
+                    if v.state == state::vs::ACTIVE {
+                        v.state = state::vs::READY;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// What a handler returns: `Ok` = a success-class status, `Err` = an error status.
@@ -460,6 +488,7 @@ impl EmulatedModule {
             pkg: self.package_of(lp),
             version,
             held: Held::default(),
+            on_exit: Vec::new(),
         };
         let result = {
             let mut st = self.lock();
@@ -487,7 +516,7 @@ impl EmulatedModule {
                 return forced;
             }
             let r = handler(self, &mut ctx, &mut st, regs);
-            if ctx.held.locks.is_empty() {
+            if ctx.held.locks.is_empty() && ctx.on_exit.is_empty() {
                 return r.unwrap_or_else(|e| e);
             }
             r
@@ -498,6 +527,9 @@ impl EmulatedModule {
             std::thread::yield_now();
         }
         let mut st = self.lock();
+        for e in ctx.on_exit.drain(..) {
+            e.apply(&mut st);
+        }
         ctx.held.release_all(&mut st.locks);
         result.unwrap_or_else(|e| e)
     }

@@ -1091,3 +1091,46 @@ mod random_sequences {
         }
     }
 }
+
+#[test]
+fn running_vcpu_holds_its_epoch_and_tdvpr() {
+    let mut b = create_td(0);
+    let tdr = b.tdr;
+    add_vcpu_and_sept(&mut b);
+    b.ok(17, |r| r.rcx = tdr);
+    let tdvpr = b.tdvpr;
+    b.m.faults().pause_in_lock_window(0);
+    std::thread::scope(|s| {
+        let lp0 = b.lp0.clone();
+        let enter = s.spawn(move || call(&lp0, 0, |r| r.rcx = tdvpr).0);
+        b.m.faults().wait_until_paused();
+        // The vCPU is in the guest, counted in epoch 1.
+        assert_eq!(call(&b.lp1, 38, |r| r.rcx = tdr).0, 0, "epoch 1 -> 2");
+        assert_eq!(
+            call(&b.lp1, 38, |r| r.rcx = tdr).0,
+            0x8000_0201_0000_0000,
+            "PREVIOUS_TLB_EPOCH_BUSY while the vCPU still runs in epoch 1"
+        );
+        assert_eq!(
+            call(&b.lp1, 18, |r| r.rcx = tdvpr).0,
+            0x8000_0200_0000_0001,
+            "VP.FLUSH: TDVPR held by the running VP.ENTER"
+        );
+        // The guest can act while it runs; its VMCALL is the next VP.ENTER's exit.
+        let g = b.m.scripted_vcpu(tdx_abi::phys::Hpa(tdvpr));
+        let mut r = Regs::with_leaf(0);
+        r.rcx = 0x1C00;
+        r.r11 = 0x1E;
+        assert_eq!(g.tdcall(&mut r).raw(), 0);
+        b.m.faults().resume();
+        assert_eq!(enter.join().unwrap(), 1, "external-interrupt exit");
+    });
+    assert_eq!(
+        call(&b.lp1, 38, |r| r.rcx = tdr).0,
+        0,
+        "the vCPU left: epoch 2 -> 3"
+    );
+    let (s, r) = call(&b.lp0, 0, |r| r.rcx = tdvpr);
+    assert_eq!((s, r.rcx, r.r11), (77, 0x1C00, 0x1E));
+    b.m.check_invariants().unwrap();
+}
