@@ -130,6 +130,8 @@ pub(crate) enum LastExit {
 /// TDVPS.
 #[derive(Debug)]
 pub(crate) struct Vcpu {
+    /// PEND_NMI: the host asked for an NMI to be injected at the next entry.
+    pub(crate) pend_nmi: bool,
     pub(crate) last_exit: LastExit,
     pub(crate) tdr: u64,
     pub(crate) tdcx: Vec<u64>,

@@ -385,6 +385,28 @@ fn td_fields(td: &Td, tdcs: bool) -> Vec<Field> {
     for (r, m) in td.rtmr.iter().enumerate() {
         mr(T::RTMR.raw() + 6 * r as u64, m);
     }
+    // CPUID_VALUES (§5.2): field code = element | subleaf << 1 | subleaf-N/A << 8 |
+    // leaf[6:0] << 9 | leaf[31] << 16; element 0 = EAX | EBX << 32, 1 = ECX | EDX << 32.
+    for ((leaf, sub), val) in CPUID_CONFIG_LEAVES.iter().zip(&c.cpuid_values) {
+        let na = u64::from(*sub == u32::MAX);
+        let sub_bits = if na == 1 { 0 } else { u64::from(*sub & 0x7F) };
+        let code = (sub_bits << 1)
+            | (na << 8)
+            | (u64::from(leaf & 0x7F) << 9)
+            | (u64::from(leaf >> 31) << 16);
+        v.push((
+            T::CPUID_VALUES.raw() + code,
+            u64::from(val[0]) | (u64::from(val[1]) << 32),
+            0,
+            0,
+        ));
+        v.push((
+            T::CPUID_VALUES.raw() + code + 1,
+            u64::from(val[2]) | (u64::from(val[3]) << 32),
+            0,
+            0,
+        ));
+    }
     v
 }
 
@@ -555,6 +577,7 @@ pub(crate) fn tdh_vp_create(
     st.vcpus.insert(
         page,
         Vcpu {
+            pend_nmi: false,
             last_exit: Default::default(),
             tdr,
             tdcx: Vec::new(),
@@ -696,6 +719,11 @@ fn vp_fields(v: &Vcpu, debug: bool) -> Vec<(u64, u64, bool)> {
             }
         }
     }
+    // XCR0 starts as the x87|SSE reset value; VCPU_STATE_DETAILS bit 0 (virtual interrupt
+    // pending) is never set by the scripted engine; PEND_NMI is the host's NMI request.
+    f.push((V::XCR0.raw(), 0x3, false));
+    f.push((V::VCPU_STATE_DETAILS.raw(), 0, false));
+    f.push((V::PEND_NMI.raw(), u64::from(v.pend_nmi), true));
     f.push((V::VCPU_STATE.raw(), u64::from(v.state), false));
     f.push((V::VCPU_INDEX.raw(), u64::from(v.index), false));
     f
@@ -747,9 +775,16 @@ fn vp_rdwr(
             return Err(codes::code(StatusCode::METADATA_FIELD_NOT_WRITABLE));
         }
         let new = (old & !mask) | (value & mask);
-        let gpr = (id & 0xF) as usize;
+        let is_pend_nmi = normalize_field_id(id) == normalize_field_id(V::PEND_NMI.raw());
+        if is_pend_nmi && new > 1 {
+            return Err(codes::code(StatusCode::METADATA_FIELD_VALUE_NOT_VALID));
+        }
         if let Some(v) = st.vcpus.get_mut(&tdvpr) {
-            v.gprs[gpr] = new;
+            if is_pend_nmi {
+                v.pend_nmi = new != 0;
+            } else {
+                v.gprs[(id & 0xF) as usize] = new;
+            }
         }
     } else if ctx.version > 0 {
         regs.rdx = fields.get(i + 1).map_or(u64::MAX, |f| f.0);
@@ -759,7 +794,8 @@ fn vp_rdwr(
 }
 
 /// TDH.VP.RD (`tdh_vp_rd_wr.c`): RCX = TDVPR, RDX = field → R8 (v1: RDX = next). Implemented:
-/// VE_INFO (class 2), VCPU_STATE, VCPU_INDEX, and the guest GPRs for DEBUG TDs.
+/// VE_INFO (class 2), XCR0, VCPU_STATE_DETAILS, PEND_NMI, VCPU_STATE, VCPU_INDEX, and the guest
+/// GPRs for DEBUG TDs.
 pub(crate) fn tdh_vp_rd(
     m: &EmulatedModule,
     ctx: &mut Ctx,
@@ -770,7 +806,7 @@ pub(crate) fn tdh_vp_rd(
 }
 
 /// TDH.VP.WR (`tdh_vp_rd_wr.c`): RCX = TDVPR, RDX = field, R8 = value, R9 = mask → R8 = old.
-/// Only the guest GPRs of DEBUG TDs are writable in the emulated subset.
+/// Writable in the emulated subset: PEND_NMI (0/1), and the guest GPRs of DEBUG TDs.
 pub(crate) fn tdh_vp_wr(
     m: &EmulatedModule,
     ctx: &mut Ctx,

@@ -673,6 +673,45 @@ fn sept_errors_report_entry_details() {
     );
     // VP.CREATE etc. and SEPT.ADD of an existing level.
     add_vcpu_and_sept(&mut b);
+    // TD CPUID_VALUES: leaf 1, no subleaf (code 0x300), element 0 = EAX | EBX << 32; EAX = the
+    // platform F/M/S because TD_PARAMS left it 0.
+    let r = b.ok(11, |r| {
+        r.rcx = tdr;
+        r.rdx = 0x9410_0003_0000_0300;
+    });
+    assert_eq!(r.r8 & 0xFFFF_FFFF, 0x0008_06F8);
+    // PEND_NMI is host-writable (0/1), VCPU_STATE readable, VCPU_STATE not writable.
+    let tdvpr = b.tdvpr;
+    b.ok(43, |r| {
+        r.rcx = tdvpr;
+        r.rdx = 0x2020_0000_0000_000B;
+        r.r8 = 1;
+        r.r9 = 1;
+    });
+    let r = b.ok(26, |r| {
+        r.rcx = tdvpr;
+        r.rdx = 0x2020_0000_0000_000B;
+    });
+    assert_eq!(r.r8, 1);
+    let (s, _) = call(&b.lp0, 43, |r| {
+        r.rcx = tdvpr;
+        r.rdx = 0x2020_0000_0000_000B;
+        r.r8 = 2;
+        r.r9 = 3;
+    });
+    assert_eq!(s, 0xC000_0C03_0000_0000);
+    let r = b.ok(26, |r| {
+        r.rcx = tdvpr;
+        r.rdx = 0xA020_0000_0000_0000;
+    });
+    assert_eq!(r.r8, 2, "VCPU_STATE READY");
+    let (s, _) = call(&b.lp0, 43, |r| {
+        r.rcx = tdvpr;
+        r.rdx = 0xA020_0000_0000_0000;
+        r.r8 = 0;
+        r.r9 = u64::MAX;
+    });
+    assert_eq!(s, 0xC000_0C01_0000_0000);
     let p2 = b.alloc();
     let (s, r) = call(&b.lp0, 3, |r| {
         r.rcx = 1;
