@@ -1025,7 +1025,9 @@ pub(crate) fn tdh_phymem_page_reclaim(
             _ => {}
         }
     } else {
-        let td = st.td(pa);
+        let Some(td) = st.tds.get(&pa) else {
+            return codes::err(StatusCode::PAGE_METADATA_INCORRECT, OperandId::RCX);
+        };
         if td.lifecycle != lc::TEARDOWN {
             return Err(codes::code(StatusCode::LIFECYCLE_STATE_INCORRECT));
         }
