@@ -37,7 +37,17 @@
 //! GPA_RANGE_ALREADY_BLOCKED carries operand RCX; METADATA_FIELD_ID_INCORRECT carries none;
 //! TDH.MR.EXTEND reports EPT_ENTRY_NOT_PRESENT; a PENDING page needs blocking + tracking
 //! before TDH.MEM.PAGE.REMOVE while RUNNABLE (`tlb_tracking_required` of state 0x70); the
-//! TD_PARAMS checks follow `read_and_set_td_configurations` (MAX_VCPUS only rejects 0).
+//! TD_PARAMS checks follow `read_and_set_td_configurations` (MAX_VCPUS only rejects 0;
+//! MIGRATABLE excludes DEBUG and PERFMON). Also from the source: shared HPAs (TD_PARAMS,
+//! TDMR_INFO arrays, the RDALL buffer, the PAGE.ADD source) may carry a shared KeyID and are
+//! accessed with a host key; non-leaf S-EPT entries are RWX+SVE and report only RWX/PS in RCX;
+//! every leaf carries SVE; TDG.MEM.PAGE.ACCEPT of a page smaller than a PENDING leaf is an
+//! EPT-violation exit (`check_tdaccept_failure` case 1.2), PAGE_SIZE_MISMATCH only for a table
+//! at the requested level; GPA_RANGE_ALREADY_BLOCKED returns the entry details; MNG.ADDCX
+//! checks OP_STATE only after locking the new page; VP.FLUSH and VP.RD/WR need the full TDVPS
+//! (TDCX_NUM_INCORRECT); MNG.RD/WR take the TDR shared and need the TDCS for every field;
+//! TDH.MEM.SEPT.ADD reads bit 0 of RDX as "allow existing" in any version and ignores bit 63
+//! of R8; TDH.VP.ENTER's RCX bit 52 needs a trap-like last exit and bit 53 an L2 exit.
 //!
 //! # Deviations from the real module (documented choices)
 //! * No encryption: private pages are plain bytes in the arena, hidden from the host by the
