@@ -1173,3 +1173,12 @@ fn running_vcpu_holds_its_epoch_and_tdvpr() {
     assert_eq!((s, r.rcx, r.r11), (77, 0x1C00, 0x1E));
     b.m.check_invariants().unwrap();
 }
+
+#[test]
+fn api_types_are_thread_safe() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send_clone<T: Send + Clone>() {}
+    send_sync::<EmulatedModule>();
+    send_clone::<LogicalProcessor>();
+    send_clone::<super::ScriptedVcpu>();
+}
