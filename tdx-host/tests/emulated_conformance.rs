@@ -41,7 +41,19 @@ fn fresh() -> TdxModule<LogicalProcessor, Arc<EmulatedModule>> {
 #[test]
 fn conformance_table_on_the_emulated_module() {
     assert!(conformance::table().len() >= 40);
-    let bad = conformance::run_table(fresh);
+    // Cases where the 1.5.01 source (intel/tdx-module tdx_1.5) disagrees with the fact sheet
+    // the table was written from; the emulated module follows the source:
+    // * tdh_sys_lp_init.c checks `sys_state != SYSINIT_DONE` before `lp_is_init`, so a second
+    //   LP.INIT after SYS.CONFIG returns TDX_SYS_LP_INIT_NOT_PENDING, not SYS_LP_INIT_DONE.
+    const SOURCE_CONFIRMED: &[(&str, u64)] = &[("SYS.LP.INIT twice", 0xC000_050B_0000_0000)];
+    let bad: Vec<_> = conformance::run_table(fresh)
+        .into_iter()
+        .filter(|(name, _, got)| {
+            !SOURCE_CONFIRMED
+                .iter()
+                .any(|(n, s)| n == name && got.as_ref() == Ok(s))
+        })
+        .collect();
     for (name, want, got) in &bad {
         eprintln!("{name}: expected {want:#018x}, got {got:x?}");
     }

@@ -8,7 +8,7 @@ use tdx_abi::measure::MrtdBuilder;
 use tdx_host::driver::module::{LogicalCpu, PlatformDesc, RetryPolicy};
 use tdx_host::driver::{TdBuilder, TdxModule};
 use tdx_host::emulated::{
-    EmulatedModule, InjectedFault, KotState, LogicalProcessor, PamtPageType, PlatformConfig,
+    EmulatedModule, Fault, KotState, LogicalProcessor, PamtPageType, PlatformConfig,
 };
 
 fn platform(
@@ -46,16 +46,16 @@ fn platform(
 #[test]
 fn driver_lifecycle_on_the_emulated_module() {
     let (m, module) = platform(2);
-    assert_eq!(m.hkid_state(32), Some(KotState::Reserved));
+    assert_eq!(m.hkid_state(32), Some(KotState::RESERVED));
     let free0 = module.frames().free_frames();
     // Host retry paths: forced resumable CACHE.WB and a forced BUSY on SEPT.ADD.
     m.faults()
-        .inject(40, InjectedFault::InterruptedResumable, 2);
+        .force_seamcall(40, Fault::InterruptedResumable, 2);
     m.faults()
-        .inject(3, InjectedFault::Busy { operand: 146 }, 1);
+        .force_seamcall(3, Fault::Busy(tdx_abi::status::OperandId::SEPT_TREE), 1);
     let td = TdBuilder::new(&module).build().unwrap();
     let hkid = td.hkid();
-    assert_eq!(m.hkid_state(hkid), Some(KotState::Assigned));
+    assert_eq!(m.hkid_state(hkid), Some(KotState::ASSIGNED));
     td.create_vcpu(1, 0x1234).unwrap();
     let a = [0xA5u8; 4096];
     let b: [u8; 4096] = core::array::from_fn(|i| i as u8);
@@ -72,19 +72,19 @@ fn driver_lifecycle_on_the_emulated_module() {
     );
     // Runtime memory.
     let aug = td.aug_page(0, Gpa(0x20_0000), 0).unwrap();
-    assert_eq!(m.page_type(aug), Some(PamtPageType::Reg));
+    assert_eq!(m.page_type(aug), Some(PamtPageType::PT_REG));
     td.remove_page(0, Gpa(0x20_0000)).unwrap();
-    assert_eq!(m.page_type(aug), Some(PamtPageType::Nda));
+    assert_eq!(m.page_type(aug), Some(PamtPageType::PT_NDA));
     m.check_invariants().unwrap();
     let owned = td.owned_pages();
     assert!(owned
         .iter()
-        .all(|p| m.page_type(*p) != Some(PamtPageType::Nda)));
+        .all(|p| m.page_type(*p) != Some(PamtPageType::PT_NDA)));
     td.teardown().unwrap();
     for p in owned {
-        assert_eq!(m.page_type(p), Some(PamtPageType::Nda), "{p:#x}");
+        assert_eq!(m.page_type(p), Some(PamtPageType::PT_NDA), "{p:#x}");
     }
-    assert_eq!(m.hkid_state(hkid), Some(KotState::Free));
+    assert_eq!(m.hkid_state(hkid), Some(KotState::FREE));
     m.check_invariants().unwrap();
     drop(td);
     assert_eq!(module.frames().free_frames(), free0);

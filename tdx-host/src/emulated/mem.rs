@@ -1,416 +1,723 @@
-//! Secure-EPT and TD memory leaves: TDH.MEM.SEPT.ADD/REMOVE/RD, TDH.MEM.PAGE.ADD/AUG/REMOVE,
-//! TDH.MR.EXTEND/FINALIZE, TDH.MEM.RANGE.BLOCK/UNBLOCK, TDH.MEM.TRACK.
+//! Secure-EPT and memory leaves: MEM.SEPT.ADD/REMOVE/RD, MEM.PAGE.ADD/AUG/REMOVE,
+//! MEM.RANGE.BLOCK/UNBLOCK, MEM.TRACK, MR.EXTEND, MR.FINALIZE.
 //!
-//! The SEPT is a real tree: the root is TDCS page 3, every other table is a PT_EPT arena page
-//! handed in by TDH.MEM.SEPT.ADD. Entry contents are kept module-side (keyed by the page PA;
-//! the host reads zeros there anyway), in the module's 1.5 encoding ([`super::sept`]).
+//! On S-EPT failures (EPT_WALK_FAILED, EPT_ENTRY_STATE_INCORRECT) RCX = the architectural
+//! S-EPT entry and RDX = level (bits 2:0) | public state (bits 15:8) of the entry where the
+//! walk stopped or of the target entry (`set_arch_septe_details_in_vmm_regs`).
 
 use tdx_abi::call::Regs;
 use tdx_abi::gpa::Gpa;
+use tdx_abi::status::TdxStatus;
 
-use super::abi_shim::*;
-use super::sept::{self, State as S};
-use super::state::*;
+use super::codes::{self, OperandId, StatusCode};
+use super::locks::{LockKey, Mode};
+use super::sept::{self, St, Walk};
+use super::state::{ops, pt, State, Td};
+use super::{Ctx, EmulatedModule, LeafResult};
 
-/// Where an entry lives: (SEPT page PA, index).
-pub(crate) type Slot = (u64, usize);
+/// OP_STATEs in which a leaf is legal (§7.3; only 0..=2 occur without migration).
+const I: &[u8] = &[ops::INITIALIZED];
+const I_R: &[u8] = &[ops::INITIALIZED, ops::RUNNABLE, 3, 9];
+const SEPT_ADD_STATES: &[u8] = &[1, 2, 3, 6, 7, 8, 9];
+const BLOCK_STATES: &[u8] = &[1, 2, 3, 4, 5, 8, 9];
+const REMOVE_STATES: &[u8] = &[1, 2, 3, 4, 5, 8, 9, 10];
+const TRACK_STATES: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8, 9];
+const ALL_BUT_U: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
 
-/// Index of `gpa` in a table holding entries of `level`.
-fn index(gpa: u64, level: u8) -> usize {
-    ((gpa >> (12 + 9 * u32::from(level))) & 511) as usize
+/// OP_STATEs that require blocking + TLB tracking before removal (RUNNABLE, LIVE_EXPORT,
+/// LIVE_IMPORT).
+fn tracking_required(op_state: u8) -> bool {
+    matches!(op_state, 2 | 3 | 9)
 }
 
-impl State {
-    /// Reads the entry in `slot`.
-    pub(crate) fn entry(&self, slot: Slot) -> u64 {
-        self.sept_pages
-            .get(&slot.0)
-            .map_or(sept::FREE_ENTRY, |p| p[slot.1])
-    }
-
-    /// Writes the entry in `slot`.
-    pub(crate) fn set_entry(&mut self, slot: Slot, e: u64) {
-        if let Some(p) = self.sept_pages.get_mut(&slot.0) {
-            p[slot.1] = e;
-        }
-    }
-
-    /// Walks the SEPT of `tdr` down to the entry of `level` for `gpa`. On failure returns the
-    /// entry where the walk stopped and its level.
-    pub(crate) fn sept_walk(&self, tdr: u64, gpa: u64, level: u8) -> Result<Slot, (u64, u8)> {
-        let Some(td) = self.tds.get(&tdr) else {
-            return Err((sept::FREE_ENTRY, level));
-        };
-        let Some(mut table) = td.sept_root() else {
-            return Err((sept::FREE_ENTRY, level));
-        };
-        let top = td.cfg.pwl() - 1;
-        let mut l = top;
-        while l > level {
-            let e = self.entry((table, index(gpa, l)));
-            match S::of(e) {
-                S::NlMapped | S::NlBlocked if self.sept_pages.contains_key(&sept::hpa(e)) => {
-                    table = sept::hpa(e);
-                }
-                _ => return Err((e, l)),
-            }
-            l -= 1;
-        }
-        Ok((table, index(gpa, level)))
-    }
-
-    /// Walks to the leaf mapping `gpa` (any level): returns the slot and its level, or the
-    /// entry where the walk stopped (non-present) and its level.
-    pub(crate) fn sept_walk_leaf(&self, tdr: u64, gpa: u64) -> Result<(Slot, u8), (u64, u8)> {
-        let td = self.tds.get(&tdr).ok_or((sept::FREE_ENTRY, 0))?;
-        let mut table = td.sept_root().ok_or((sept::FREE_ENTRY, 0))?;
-        let mut l = td.cfg.pwl() - 1;
-        loop {
-            let slot = (table, index(gpa, l));
-            let e = self.entry(slot);
-            match S::of(e) {
-                S::NlMapped if l > 0 && self.sept_pages.contains_key(&sept::hpa(e)) => {
-                    table = sept::hpa(e);
-                    l -= 1;
-                }
-                s if s.is_leaf() => return Ok((slot, l)),
-                _ => return Err((e, l)),
-            }
-        }
-    }
-
-    /// "Tracked" (`is_tlb_tracked`): BEPOCH older than epoch − 1, or equal to it with no vCPU
-    /// still running in that epoch.
-    pub(crate) fn is_tracked(&self, tdr: u64, bepoch: u64) -> bool {
-        let Some(td) = self.tds.get(&tdr) else {
-            return false;
-        };
-        let prev = td.epoch.saturating_sub(1);
-        bepoch < prev || (bepoch == prev && td.refcount[(prev & 1) as usize] == 0)
-    }
+fn ok() -> LeafResult {
+    Ok(TdxStatus::SUCCESS)
 }
 
-/// Sets the SEPT details (RCX = architectural entry, RDX = level/state) and returns `code`
-/// with operand RCX.
-fn sept_fail<T>(regs: &mut Regs, code: u32, entry: u64, level: u8) -> Result<T, u64> {
-    regs.rcx = sept::arch_entry(entry);
-    regs.rdx = sept::level_state(entry, level);
-    fail(code, OP_RCX)
-}
-
-/// Decodes a GPA+level operand (§5.12) for a TD: reserved bits, allowed levels, alignment,
-/// private GPA inside GPAW. Errors are OPERAND_INVALID on RCX.
-fn gpa_level(st: &State, tdr: u64, raw: u64, min: u8, max: u8) -> Result<(u64, u8), u64> {
+/// Decodes and checks a GPA+level operand (`verify_page_info_input` and
+/// `check_gpa_validity`): reserved bits 11:3 and 63:52 zero, level in range, GPA aligned to
+/// the level, private (shared bit clear) and below GPAW. Failure: OPERAND_INVALID(RCX).
+fn gpa_level(td: &Td, raw: u64, min: u8, max: u8) -> Result<(u64, u8), TdxStatus> {
+    if raw & 0xFF8 != 0 || raw >> 52 != 0 {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
+    }
     let level = (raw & 7) as u8;
-    let gpa = raw & !0xFFF;
-    let td = st.td(tdr)?;
-    let max = max.min(td.cfg.pwl() - 1);
-    if raw & 0xFF8 != 0 || raw >> 52 != 0 || level < min || level > max {
-        return fail(OPERAND_INVALID, OP_RCX);
+    if level < min || level > max {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
-    if gpa & ((1u64 << (12 + 9 * u32::from(level))) - 1) != 0 {
-        return fail(OPERAND_INVALID, OP_RCX);
+    let gpa = raw & sept::HPA_MASK;
+    let size_mask = (1u64 << (12 + 9 * u32::from(level))) - 1;
+    if gpa & size_mask != 0 {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
-    if gpa >> (td.cfg.gpaw_bits() - 1) != 0 {
-        return fail(OPERAND_INVALID, OP_RCX);
-    }
+    check_private_gpa(td, gpa)?;
     Ok((gpa, level))
 }
 
-const IR: &[u8] = &[OP_INITIALIZED, OP_RUNNABLE];
-
-// tdh_mem_sept_add.c
-pub(crate) fn tdh_mem_sept_add(st: &mut State, version: u8, regs: &mut Regs) -> LeafResult {
-    let allow_existing = version >= 1 && regs.rdx & 1 != 0;
-    let tdr = st.check_tdr(regs.rdx & !1, OP_RDX, false)?;
-    st.check_td_state(tdr, IR)?;
-    let (gpa, level) = gpa_level(st, tdr, regs.rcx, 1, 4)?;
-    let slot = match st.sept_walk(tdr, gpa, level) {
-        Ok(s) => s,
-        Err((e, l)) => return sept_fail(regs, EPT_WALK_FAILED, e, l),
-    };
-    let e = st.entry(slot);
-    match S::of(e) {
-        S::Free => {}
-        S::NlMapped if allow_existing => return Ok(0),
-        _ => return sept_fail(regs, EPT_ENTRY_STATE_INCORRECT, e, level),
+fn check_private_gpa(td: &Td, gpa: u64) -> Result<(), TdxStatus> {
+    let bits = if td.config.gpaw52 { 52 } else { 48 };
+    if gpa >> bits != 0 || gpa & (1u64 << (bits - 1)) != 0 {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
-    let page = regs.r8;
-    st.check_page(page, OP_R8, PamtPageType::Nda, true)?;
-    st.arena.fill(page, 4096, 0);
-    st.sept_pages
-        .insert(page, Box::new([sept::FREE_ENTRY; sept::ENTRIES]));
-    st.set_entry(slot, sept::nl_mapped(page));
-    st.set_pamt(page, PamtPageType::Ept, tdr, 0, page);
-    st.td_mut(tdr)?.chldcnt += 1;
-    Ok(0)
+    Ok(())
 }
 
-// tdh_mem_page_add.c
-pub(crate) fn tdh_mem_page_add(st: &mut State, regs: &mut Regs) -> LeafResult {
-    let tdr = st.check_tdr(regs.rdx, OP_RDX, true)?;
-    st.check_td_state(tdr, &[OP_INITIALIZED])?;
-    let (gpa, _) = gpa_level(st, tdr, regs.rcx, 0, 0)?;
-    let slot = match st.sept_walk(tdr, gpa, 0) {
-        Ok(s) => s,
-        Err((e, l)) => return sept_fail(regs, EPT_WALK_FAILED, e, l),
+/// A failing S-EPT status with the entry details in RCX/RDX.
+fn sept_fail(regs: &mut Regs, code: StatusCode, level: u8, entry: u64) -> TdxStatus {
+    regs.rcx = sept::arch_entry(entry);
+    regs.rdx = sept::level_state(level, entry);
+    codes::with_operand(code, OperandId::RCX)
+}
+
+/// The target entry of a leaf, found and entry-locked.
+struct Target {
+    table: u64,
+    idx: usize,
+    entry: u64,
+    gpa: u64,
+}
+
+/// Walks to the entry for (`gpa`, `level`) and takes its entry lock
+/// (`lock_sept_check_and_walk_private_gpa` + `sept_lock_acquire_host`).
+fn walk_and_lock(
+    st: &mut State,
+    ctx: &mut Ctx,
+    tdr: u64,
+    gpa: u64,
+    level: u8,
+    regs: &mut Regs,
+) -> Result<Target, TdxStatus> {
+    match st.td(tdr).sept.walk(gpa, level) {
+        Walk::Failed { level: l, entry } => {
+            Err(sept_fail(regs, StatusCode::EPT_WALK_FAILED, l, entry))
+        }
+        Walk::Found { table, idx, entry } => {
+            ctx.held.lock(
+                &mut st.locks,
+                LockKey::SeptEntry(tdr, gpa, level),
+                Mode::Exclusive,
+                OperandId::RCX,
+            )?;
+            Ok(Target {
+                table,
+                idx,
+                entry,
+                gpa,
+            })
+        }
+    }
+}
+
+fn lock_sept_tree(st: &mut State, ctx: &mut Ctx, tdr: u64, mode: Mode) -> Result<(), TdxStatus> {
+    ctx.held.lock(
+        &mut st.locks,
+        LockKey::SeptTree(tdr),
+        mode,
+        OperandId::SEPT_TREE,
+    )
+}
+
+/// Number of 4K pages of a leaf at `level`.
+fn pages_of(level: u8) -> u64 {
+    1u64 << (9 * u32::from(level))
+}
+
+/// TDH.MEM.SEPT.ADD (`tdh_mem_sept_add.c`): RCX = GPA+lvl of the entry that will point to
+/// the new table, RDX = TDR | bit 0 "allow an existing NL_MAPPED entry" (bits 11:1 and 63:52
+/// reserved), R8 = new page (bit 63 ignored; all ones = none, version 1 only). With an
+/// existing table and "allow existing" the leaf succeeds without using the page and returns
+/// R8 with bit 63 set. RCX/RDX are 0 unless S-EPT details are returned.
+pub(crate) fn tdh_mem_sept_add(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    const NULL_PA: u64 = u64::MAX;
+    let (gpa_in, handle) = (regs.rcx, regs.rdx);
+    let new_page = if regs.r8 == NULL_PA {
+        NULL_PA
+    } else {
+        regs.r8 & !(1 << 63)
     };
-    let e = st.entry(slot);
-    if S::of(e) != S::Free {
-        return sept_fail(regs, EPT_ENTRY_STATE_INCORRECT, e, 0);
+    regs.rcx = 0;
+    regs.rdx = 0;
+    if handle & (0xFFE | (0xFFF << 52)) != 0 {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
     }
-    let (target, source) = (regs.r8, regs.r9);
-    if source & 0xFFF != 0 {
-        return fail(OPERAND_INVALID, OP_R9);
+    let allow_existing = handle & 1 != 0;
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        handle & sept::HPA_MASK,
+        OperandId::RDX,
+        Mode::Shared,
+    )?;
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), SEPT_ADD_STATES)?;
+    let root = st.td(tdr).sept.root_level;
+    let (gpa, level) = gpa_level(st.td(tdr), gpa_in, 1, root)?;
+    lock_sept_tree(st, ctx, tdr, Mode::Shared)?;
+    let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
+    let s = sept::state(t.entry);
+    if !matches!(s, St::Free | St::NlMapped) {
+        return Err(sept_fail(
+            regs,
+            StatusCode::EPT_ENTRY_STATE_INCORRECT,
+            level,
+            t.entry,
+        ));
     }
-    st.check_shared_hpa(source, 4096, OP_R9)?;
-    st.check_page(target, OP_R8, PamtPageType::Nda, true)?;
-    let mut buf = vec![0u8; 4096];
-    st.arena.read(source, &mut buf);
-    st.arena.write(target, &buf);
-    st.set_entry(slot, sept::mapped(target));
-    st.set_pamt(target, PamtPageType::Reg, tdr, 0, target);
-    let td = st.td_mut(tdr)?;
+    // process_l1_page
+    if new_page == NULL_PA {
+        if ctx.version == 0 {
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::R8);
+        }
+        if s != St::NlMapped {
+            return Err(sept_fail(
+                regs,
+                StatusCode::EPT_ENTRY_STATE_INCORRECT,
+                level,
+                t.entry,
+            ));
+        }
+        return ok();
+    }
+    if s == St::NlMapped {
+        if allow_existing {
+            regs.r8 = new_page | (1 << 63);
+            return ok();
+        }
+        return Err(sept_fail(
+            regs,
+            StatusCode::EPT_ENTRY_STATE_INCORRECT,
+            level,
+            t.entry,
+        ));
+    }
+    st.lock_explicit_page(
+        &m.geo,
+        &mut ctx.held,
+        new_page,
+        OperandId::R8,
+        Mode::Exclusive,
+        pt::NDA,
+    )?;
+    m.mem.clear_poison(new_page, 1);
+    st.set_pages(&m.mem, new_page, 1, pt::EPT, tdr, 0);
+    st.chld_add(tdr, 1);
+    let td = st.td_mut(tdr);
+    td.sept
+        .tables
+        .insert(new_page, Box::new([sept::FREE_ENTRY; 512]));
+    td.sept.set(t.table, t.idx, sept::nl_mapped(new_page));
+    ok()
+}
+
+/// TDH.MEM.PAGE.ADD (`tdh_mem_page_add.c`): RCX = GPA (level 0), RDX = TDR, R8 = target
+/// page, R9 = source page (shared). Copies the source, maps the GPA, extends MRTD with the
+/// "MEM.PAGE.ADD" block.
+pub(crate) fn tdh_mem_page_add(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Exclusive,
+    )?;
+    st.check_td_state(&mut ctx.held, tdr, None, I)?;
+    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, 0)?;
+    let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
+    if sept::state(t.entry) != St::Free {
+        return Err(sept_fail(
+            regs,
+            StatusCode::EPT_ENTRY_STATE_INCORRECT,
+            level,
+            t.entry,
+        ));
+    }
+    // The source is a shared HPA, read with a host key (a TD-owned page reads as zeros).
+    let Some(src) = m.geo.shared_hpa(regs.r9, 4096) else {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::R9);
+    };
+    let page = regs.r8;
+    st.lock_explicit_page(
+        &m.geo,
+        &mut ctx.held,
+        page,
+        OperandId::R8,
+        Mode::Exclusive,
+        pt::NDA,
+    )?;
+    let mut buf = [0u8; 4096];
+    if m.mem.read(src, &mut buf).is_err() {
+        return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::R9);
+    }
+    if m.mem.raw_write(page, &buf).is_err() {
+        return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::R8);
+    }
+    m.mem.clear_poison(page, 1);
+    st.set_pages(&m.mem, page, 1, pt::REG, tdr, 0);
+    st.chld_add(tdr, 1);
+    let td = st.td_mut(tdr);
+    td.sept.set(t.table, t.idx, sept::mapped(page));
     if let Some(b) = td.mrtd_builder.as_mut() {
-        // GPA is 4 KiB aligned (checked), so this cannot fail.
         let _ = b.mem_page_add(Gpa(gpa));
     }
-    td.chldcnt += 1;
-    Ok(0)
+    ok()
 }
 
-// tdh_mr_extend.c
-pub(crate) fn tdh_mr_extend(st: &mut State, regs: &mut Regs) -> LeafResult {
-    let tdr = st.check_tdr(regs.rdx, OP_RDX, true)?;
-    st.check_td_state(tdr, &[OP_INITIALIZED])?;
+/// Finds the leaf mapping `gpa` (any level) without locks.
+fn find_leaf(td: &Td, gpa: u64) -> Result<(u8, u64), (u8, u64)> {
+    let mut level = td.sept.root_level;
+    loop {
+        match td.sept.walk(gpa, level) {
+            Walk::Failed { level, entry } => return Err((level, entry)),
+            Walk::Found { entry, .. } => {
+                let s = sept::state(entry);
+                if s.is_nl() && level > 0 {
+                    level -= 1;
+                    continue;
+                }
+                if s.is_leaf() {
+                    return Ok((level, entry));
+                }
+                return Err((level, entry));
+            }
+        }
+    }
+}
+
+/// TDH.MR.EXTEND (`tdh_mr_extend.c`): RCX = GPA (256-byte aligned, in a MAPPED page), RDX =
+/// TDR. Extends MRTD with the header block and the 256 bytes. No leaf on the walk →
+/// EPT_ENTRY_NOT_PRESENT(RCX) with the entry details; a leaf not MAPPED →
+/// EPT_ENTRY_NOT_PRESENT.
+pub(crate) fn tdh_mr_extend(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Exclusive,
+    )?;
+    st.check_td_state(&mut ctx.held, tdr, None, I)?;
     let gpa = regs.rcx;
-    let gpaw = st.td(tdr)?.cfg.gpaw_bits();
-    if gpa & 0xFF != 0 || gpa >> (gpaw - 1) != 0 {
-        return fail(OPERAND_INVALID, OP_RCX);
+    if gpa % 256 != 0 {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
-    let (slot, level) = match st.sept_walk_leaf(tdr, gpa) {
+    check_private_gpa(st.td(tdr), gpa)?;
+    let (level, entry) = match find_leaf(st.td(tdr), gpa) {
         Ok(x) => x,
-        Err((e, l)) => return sept_fail(regs, EPT_ENTRY_NOT_PRESENT, e, l),
+        // The walk to the leaf failed: EPT_ENTRY_NOT_PRESENT(RCX) with the details.
+        Err((l, e)) => return Err(sept_fail(regs, StatusCode::EPT_ENTRY_NOT_PRESENT, l, e)),
     };
-    let e = st.entry(slot);
-    if S::of(e) != S::Mapped {
-        return sept_fail(regs, EPT_ENTRY_NOT_PRESENT, e, level);
+    if sept::state(entry) != St::Mapped {
+        return Err(codes::code(StatusCode::EPT_ENTRY_NOT_PRESENT));
     }
-    let page_mask = (1u64 << (12 + 9 * u32::from(level))) - 1;
-    let hpa = sept::hpa(e) + (gpa & page_mask);
-    if st.poisoned.contains(&(hpa & !0xFFF)) {
-        st.td_mut(tdr)?.fatal = true;
-        return fail(TD_FATAL, 0);
-    }
+    let offset = gpa & ((1u64 << (12 + 9 * u32::from(level))) - 1);
+    let hpa = sept::hpa(entry) + offset;
     let mut chunk = [0u8; 256];
-    st.arena.read(hpa, &mut chunk);
-    let td = st.td_mut(tdr)?;
-    if let Some(b) = td.mrtd_builder.as_mut() {
+    if m.mem.raw_read(hpa, &mut chunk).is_err() {
+        return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RCX);
+    }
+    if m.mem.is_poisoned(hpa & !0xFFF) {
+        st.td_mut(tdr).fatal = true;
+        return Err(codes::code(StatusCode::TD_FATAL));
+    }
+    if let Some(b) = st.td_mut(tdr).mrtd_builder.as_mut() {
         let _ = b.mr_extend(Gpa(gpa), &chunk);
     }
-    Ok(0)
+    ok()
 }
 
-// tdh_mr_finalize.c
-pub(crate) fn tdh_mr_finalize(st: &mut State, regs: &mut Regs) -> LeafResult {
-    let tdr = st.check_tdr(regs.rcx, OP_RCX, true)?;
-    st.check_td_state(tdr, &[OP_INITIALIZED])?;
-    let td = st.td_mut(tdr)?;
+/// TDH.MR.FINALIZE (`tdh_mr_finalize.c`): RCX = TDR. Needs at least one initialised vCPU.
+pub(crate) fn tdh_mr_finalize(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rcx,
+        OperandId::RCX,
+        Mode::Exclusive,
+    )?;
+    st.check_td_state(&mut ctx.held, tdr, None, I)?;
+    let td = st.td_mut(tdr);
     if td.num_vcpus == 0 {
-        return fail(NO_VCPUS, 0);
+        return Err(codes::code(StatusCode::NO_VCPUS));
     }
     if let Some(b) = td.mrtd_builder.take() {
-        td.mrtd = b.finalize().to_bytes();
+        td.mrtd = b.finalize();
     }
-    td.op_state = OP_RUNNABLE;
-    Ok(0)
+    td.op_state = ops::RUNNABLE;
+    ok()
 }
 
-// tdh_mem_page_aug.c
-pub(crate) fn tdh_mem_page_aug(st: &mut State, regs: &mut Regs) -> LeafResult {
-    let tdr = st.check_tdr(regs.rdx, OP_RDX, false)?;
-    st.check_td_state(tdr, IR)?;
-    let (gpa, level) = gpa_level(st, tdr, regs.rcx, 0, 1)?;
-    let slot = match st.sept_walk(tdr, gpa, level) {
-        Ok(s) => s,
-        Err((e, l)) => return sept_fail(regs, EPT_WALK_FAILED, e, l),
-    };
-    let e = st.entry(slot);
-    if !matches!(S::of(e), S::Free | S::Removed) {
-        return sept_fail(regs, EPT_ENTRY_STATE_INCORRECT, e, level);
+/// TDH.MEM.PAGE.AUG (`tdh_mem_page_aug.c`): RCX = GPA+lvl (4K or 2M), RDX = TDR, R8 = page.
+/// The entry becomes PENDING; the page contents are not cleared (TDG.MEM.PAGE.ACCEPT does).
+pub(crate) fn tdh_mem_page_aug(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Shared,
+    )?;
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), I_R)?;
+    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, 1)?;
+    lock_sept_tree(st, ctx, tdr, Mode::Shared)?;
+    let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
+    if !matches!(sept::state(t.entry), St::Free | St::Removed) {
+        return Err(sept_fail(
+            regs,
+            StatusCode::EPT_ENTRY_STATE_INCORRECT,
+            level,
+            t.entry,
+        ));
     }
+    // check_and_lock_free_range_hpa: aligned to the page size, every 4K entry free.
     let page = regs.r8;
-    let frames: u64 = if level == 1 { 512 } else { 1 };
-    if page >> st.hkid_shift != 0 || (level == 1 && page & ((2 << 20) - 1) != 0) {
-        return fail(OPERAND_INVALID, OP_R8);
+    let n = pages_of(level);
+    if page & (n * 4096 - 1) != 0 || m.geo.has_hkid_bits(page) {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::R8);
     }
-    for i in 0..frames {
-        st.check_page(page + i * 4096, OP_R8, PamtPageType::Nda, true)?;
+    for i in 0..n {
+        let Some(loc) = page.checked_add(i * 4096).and_then(|p| st.pamt_loc(p)) else {
+            return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::R8);
+        };
+        if i == 0 {
+            ctx.held.lock(
+                &mut st.locks,
+                LockKey::Page(page),
+                Mode::Exclusive,
+                OperandId::R8,
+            )?;
+        }
+        if st.pamt(loc).ty != pt::NDA {
+            return codes::err(StatusCode::PAGE_METADATA_INCORRECT, OperandId::R8);
+        }
     }
-    for i in 0..frames {
-        st.set_pamt(page + i * 4096, PamtPageType::Reg, tdr, level, page);
-    }
-    st.set_entry(slot, sept::pending(page));
-    st.td_mut(tdr)?.chldcnt += frames;
-    Ok(0)
+    st.set_pages(&m.mem, page, n, pt::REG, tdr, level);
+    st.chld_add(tdr, n);
+    st.td_mut(tdr).sept.set(t.table, t.idx, sept::pending(page));
+    ok()
 }
 
-/// The PAMT frame whose BEPOCH records the blocking of `entry`.
+/// The PAMT BEPOCH of the page an entry maps (leaf page or child S-EPT page).
 fn bepoch_of(st: &State, entry: u64) -> u64 {
-    st.pamt_entry(sept::hpa(entry)).bepoch
+    st.pamt_of(sept::hpa(entry)).map_or(0, |e| e.bepoch)
 }
 
-// tdh_mem_range_block.c
-pub(crate) fn tdh_mem_range_block(st: &mut State, regs: &mut Regs) -> LeafResult {
-    let tdr = st.check_tdr(regs.rdx, OP_RDX, false)?;
-    st.check_td_state(tdr, IR)?;
-    let (gpa, level) = gpa_level(st, tdr, regs.rcx, 0, 4)?;
-    let slot = match st.sept_walk(tdr, gpa, level) {
-        Ok(s) => s,
-        Err((e, l)) => return sept_fail(regs, EPT_WALK_FAILED, e, l),
+fn set_bepoch(st: &mut State, entry: u64, level: u8, epoch: u64) {
+    let base = sept::hpa(entry);
+    let n = if sept::state(entry).is_leaf() {
+        pages_of(level)
+    } else {
+        1
     };
-    let e = st.entry(slot);
-    if matches!(S::of(e), S::Blocked | S::PendingBlocked | S::NlBlocked) {
-        regs.rcx = sept::arch_entry(e);
-        regs.rdx = sept::level_state(e, level);
-        return Ok(status(GPA_RANGE_ALREADY_BLOCKED, OP_RCX));
+    for i in 0..n {
+        if let Some(loc) = st.pamt_loc(base + i * 4096) {
+            st.pamt_mut(loc).bepoch = epoch;
+        }
     }
-    let Some(blocked) = sept::block(e) else {
-        return sept_fail(regs, EPT_ENTRY_STATE_INCORRECT, e, level);
-    };
-    st.set_entry(slot, blocked);
-    let epoch = st.td(tdr)?.epoch;
-    let h = sept::hpa(e);
-    if let Some(p) = st.pamt.get_mut(&(h >> 12)) {
-        p.bepoch = epoch;
-    }
-    Ok(0)
 }
 
-// tdh_mem_track.c
-pub(crate) fn tdh_mem_track(st: &mut State, regs: &mut Regs) -> LeafResult {
-    let tdr = st.check_tdr(regs.rcx, OP_RCX, false)?;
-    st.check_td_state(tdr, IR)?;
-    let td = st.td_mut(tdr)?;
-    let prev = td.epoch.saturating_sub(1);
-    if td.refcount[(prev & 1) as usize] != 0 {
-        return fail(PREVIOUS_TLB_EPOCH_BUSY, 0);
+/// TDH.MEM.RANGE.BLOCK (`tdh_mem_range_block.c`): RCX = GPA+lvl, RDX = TDR.
+pub(crate) fn tdh_mem_range_block(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Shared,
+    )?;
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), BLOCK_STATES)?;
+    let root = st.td(tdr).sept.root_level;
+    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, root)?;
+    lock_sept_tree(st, ctx, tdr, Mode::Exclusive)?;
+    let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
+    match sept::state(t.entry) {
+        St::NlMapped | St::Mapped | St::BlockedW | St::Pending | St::PendingBlockedW => {}
+        St::Blocked | St::NlBlocked | St::PendingBlocked => {
+            // Success-class, with the entry details like the error cases.
+            return Ok(sept_fail(
+                regs,
+                StatusCode::GPA_RANGE_ALREADY_BLOCKED,
+                level,
+                t.entry,
+            ));
+        }
+        _ => {
+            return Err(sept_fail(
+                regs,
+                StatusCode::EPT_ENTRY_STATE_INCORRECT,
+                level,
+                t.entry,
+            ))
+        }
     }
-    td.epoch += 1;
-    Ok(0)
+    let epoch = st.td(tdr).td_epoch;
+    set_bepoch(st, t.entry, level, epoch);
+    st.td_mut(tdr)
+        .sept
+        .set(t.table, t.idx, sept::blocked(t.entry));
+    ok()
 }
 
-// tdh_mem_range_unblock.c
-pub(crate) fn tdh_mem_range_unblock(st: &mut State, regs: &mut Regs) -> LeafResult {
-    let tdr = st.check_tdr(regs.rdx, OP_RDX, false)?;
-    st.check_td_state(tdr, IR)?;
-    let (gpa, level) = gpa_level(st, tdr, regs.rcx, 0, 4)?;
-    let slot = match st.sept_walk(tdr, gpa, level) {
-        Ok(s) => s,
-        Err((e, l)) => return sept_fail(regs, EPT_WALK_FAILED, e, l),
-    };
-    let e = st.entry(slot);
-    let Some(unblocked) = sept::unblock(e) else {
-        return sept_fail(regs, EPT_ENTRY_STATE_INCORRECT, e, level);
-    };
-    if !st.is_tracked(tdr, bepoch_of(st, e)) {
-        return sept_fail(regs, TLB_TRACKING_NOT_DONE, e, level);
-    }
-    st.set_entry(slot, unblocked);
-    Ok(0)
-}
-
-// tdh_mem_page_remove.c
-pub(crate) fn tdh_mem_page_remove(st: &mut State, regs: &mut Regs) -> LeafResult {
-    let tdr = st.check_tdr(regs.rdx, OP_RDX, false)?;
-    st.check_td_state(tdr, IR)?;
-    let (gpa, level) = gpa_level(st, tdr, regs.rcx, 0, 2)?;
-    let slot = match st.sept_walk(tdr, gpa, level) {
-        Ok(s) => s,
-        Err((e, l)) => return sept_fail(regs, EPT_WALK_FAILED, e, l),
-    };
-    let e = st.entry(slot);
-    let s = S::of(e);
+/// TDH.MEM.RANGE.UNBLOCK (`tdh_mem_range_unblock.c`): RCX = GPA+lvl, RDX = TDR.
+pub(crate) fn tdh_mem_range_unblock(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Shared,
+    )?;
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), BLOCK_STATES)?;
+    let root = st.td(tdr).sept.root_level;
+    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, root)?;
+    lock_sept_tree(st, ctx, tdr, Mode::Exclusive)?;
+    let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
     if !matches!(
-        s,
-        S::Mapped | S::Blocked | S::BlockedW | S::Pending | S::PendingBlocked | S::PendingBlockedW
+        sept::state(t.entry),
+        St::NlBlocked | St::Blocked | St::PendingBlocked
     ) {
-        return sept_fail(regs, EPT_ENTRY_STATE_INCORRECT, e, level);
+        return Err(sept_fail(
+            regs,
+            StatusCode::EPT_ENTRY_STATE_INCORRECT,
+            level,
+            t.entry,
+        ));
     }
-    let page = sept::hpa(e);
-    if st.held_shared(page) {
-        return fail(OPERAND_BUSY, OP_RCX);
+    let td = st.td(tdr);
+    if tracking_required(td.op_state) && !td.is_tracked(bepoch_of(st, t.entry)) {
+        return Err(codes::code(StatusCode::TLB_TRACKING_NOT_DONE));
     }
-    // TLB tracking is required while RUNNABLE for guest-accessible states (MAPPED, BLOCKEDW):
-    // they must be blocked first, and every blocked state must be tracked.
-    if st.td(tdr)?.op_state == OP_RUNNABLE {
-        if matches!(s, S::Mapped | S::BlockedW) {
-            return sept_fail(regs, GPA_RANGE_NOT_BLOCKED, e, level);
-        }
-        if matches!(s, S::Blocked | S::PendingBlocked) && !st.is_tracked(tdr, bepoch_of(st, e)) {
-            return sept_fail(regs, TLB_TRACKING_NOT_DONE, e, level);
-        }
-    }
-    let frames: u64 = if level == 1 { 512 } else { 1 };
-    for i in 0..frames {
-        st.set_pamt(page + i * 4096, PamtPageType::Nda, 0, 0, 0);
-        st.poisoned.remove(&(page + i * 4096));
-    }
-    st.set_entry(slot, sept::FREE_ENTRY);
-    let td = st.td_mut(tdr)?;
-    td.chldcnt = td.chldcnt.saturating_sub(frames);
-    Ok(0)
+    st.td_mut(tdr)
+        .sept
+        .set(t.table, t.idx, sept::unblocked(t.entry));
+    ok()
 }
 
-// tdh_mem_sept_remove.c
-pub(crate) fn tdh_mem_sept_remove(st: &mut State, regs: &mut Regs) -> LeafResult {
-    let tdr = st.check_tdr(regs.rdx, OP_RDX, false)?;
-    st.check_td_state(tdr, IR)?;
-    let (gpa, level) = gpa_level(st, tdr, regs.rcx, 1, 4)?;
-    let slot = match st.sept_walk(tdr, gpa, level) {
-        Ok(s) => s,
-        Err((e, l)) => return sept_fail(regs, EPT_WALK_FAILED, e, l),
-    };
-    let e = st.entry(slot);
-    let s = S::of(e);
-    if !matches!(s, S::NlMapped | S::NlBlocked) {
-        return sept_fail(regs, EPT_ENTRY_STATE_INCORRECT, e, level);
+/// TDH.MEM.TRACK (`tdh_mem_track.c`): RCX = TDR. Increments the TD epoch unless vCPUs still
+/// run in the previous one.
+pub(crate) fn tdh_mem_track(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rcx,
+        OperandId::RCX,
+        Mode::Shared,
+    )?;
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), TRACK_STATES)?;
+    ctx.held.lock(
+        &mut st.locks,
+        LockKey::Epoch(tdr),
+        Mode::Exclusive,
+        OperandId::TD_EPOCH,
+    )?;
+    let td = st.td_mut(tdr);
+    let prev = td.td_epoch.wrapping_sub(1);
+    if td.refcount[(prev & 1) as usize] != 0 {
+        return Err(codes::code(StatusCode::PREVIOUS_TLB_EPOCH_BUSY));
     }
-    if st.td(tdr)?.op_state == OP_RUNNABLE {
-        if s == S::NlMapped {
-            return sept_fail(regs, GPA_RANGE_NOT_BLOCKED, e, level);
+    td.td_epoch += 1;
+    ok()
+}
+
+/// TDH.MEM.PAGE.REMOVE (`tdh_mem_page_remove.c`): RCX = GPA+lvl (0..2), RDX = TDR. While
+/// RUNNABLE the leaf must be blocked and TLB-tracked.
+pub(crate) fn tdh_mem_page_remove(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Shared,
+    )?;
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), REMOVE_STATES)?;
+    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, 2)?;
+    lock_sept_tree(st, ctx, tdr, Mode::Shared)?;
+    let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
+    let s = sept::state(t.entry);
+    if !s.is_leaf() {
+        return Err(sept_fail(
+            regs,
+            StatusCode::EPT_ENTRY_STATE_INCORRECT,
+            level,
+            t.entry,
+        ));
+    }
+    let page = sept::hpa(t.entry);
+    ctx.held.lock(
+        &mut st.locks,
+        LockKey::Page(page),
+        Mode::Exclusive,
+        OperandId::RCX,
+    )?;
+    let td = st.td(tdr);
+    if tracking_required(td.op_state) {
+        if !matches!(s, St::Blocked | St::PendingBlocked) {
+            return Err(sept_fail(
+                regs,
+                StatusCode::GPA_RANGE_NOT_BLOCKED,
+                level,
+                t.entry,
+            ));
         }
-        if !st.is_tracked(tdr, bepoch_of(st, e)) {
-            return sept_fail(regs, TLB_TRACKING_NOT_DONE, e, level);
+        if !td.is_tracked(bepoch_of(st, t.entry)) {
+            return Err(sept_fail(
+                regs,
+                StatusCode::TLB_TRACKING_NOT_DONE,
+                level,
+                t.entry,
+            ));
         }
     }
-    let child = sept::hpa(e);
-    let all_free = st
-        .sept_pages
+    let n = pages_of(level);
+    st.set_pages(&m.mem, page, n, pt::NDA, 0, 0);
+    st.chld_sub(tdr, n);
+    st.td_mut(tdr).sept.set(t.table, t.idx, sept::FREE_ENTRY);
+    regs.rcx = sept::arch_entry(t.entry);
+    regs.rdx = sept::level_state(level, t.entry);
+    let _ = t.gpa;
+    ok()
+}
+
+/// TDH.MEM.SEPT.REMOVE (`tdh_mem_sept_remove.c`): RCX = GPA+lvl of the entry pointing to the
+/// table to remove, RDX = TDR. The table's 512 entries must all be FREE.
+pub(crate) fn tdh_mem_sept_remove(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Shared,
+    )?;
+    st.check_td_state(&mut ctx.held, tdr, Some(Mode::Shared), ALL_BUT_U)?;
+    let root = st.td(tdr).sept.root_level;
+    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 1, root)?;
+    lock_sept_tree(st, ctx, tdr, Mode::Exclusive)?;
+    let t = walk_and_lock(st, ctx, tdr, gpa, level, regs)?;
+    let s = sept::state(t.entry);
+    if !s.is_nl() {
+        return Err(sept_fail(
+            regs,
+            StatusCode::EPT_ENTRY_STATE_INCORRECT,
+            level,
+            t.entry,
+        ));
+    }
+    let td = st.td(tdr);
+    if tracking_required(td.op_state) {
+        if s != St::NlBlocked {
+            return Err(sept_fail(
+                regs,
+                StatusCode::GPA_RANGE_NOT_BLOCKED,
+                level,
+                t.entry,
+            ));
+        }
+        if !td.is_tracked(bepoch_of(st, t.entry)) {
+            return Err(sept_fail(
+                regs,
+                StatusCode::TLB_TRACKING_NOT_DONE,
+                level,
+                t.entry,
+            ));
+        }
+    }
+    let child = sept::hpa(t.entry);
+    let all_free = td
+        .sept
+        .tables
         .get(&child)
-        .is_none_or(|p| p.iter().all(|&c| S::of(c) == S::Free));
+        .is_none_or(|c| c.iter().all(|e| sept::state(*e) == St::Free));
     if !all_free {
-        return sept_fail(regs, EPT_PAGE_NOT_FREE, e, level);
+        return Err(sept_fail(
+            regs,
+            StatusCode::EPT_PAGE_NOT_FREE,
+            level,
+            t.entry,
+        ));
     }
-    st.sept_pages.remove(&child);
-    st.set_pamt(child, PamtPageType::Nda, 0, 0, 0);
-    st.set_entry(slot, sept::FREE_ENTRY);
-    let td = st.td_mut(tdr)?;
-    td.chldcnt = td.chldcnt.saturating_sub(1);
-    Ok(0)
+    st.set_pages(&m.mem, child, 1, pt::NDA, 0, 0);
+    st.chld_sub(tdr, 1);
+    let td = st.td_mut(tdr);
+    td.sept.tables.remove(&child);
+    td.sept.set(t.table, t.idx, sept::FREE_ENTRY);
+    ok()
 }
 
-// tdh_mem_sept_rd.c
-pub(crate) fn tdh_mem_sept_rd(st: &mut State, regs: &mut Regs) -> LeafResult {
-    let tdr = st.check_tdr(regs.rdx, OP_RDX, false)?;
-    st.check_td_state(tdr, IR)?;
-    let (gpa, level) = gpa_level(st, tdr, regs.rcx, 0, 4)?;
-    let slot = match st.sept_walk(tdr, gpa, level) {
-        Ok(s) => s,
-        Err((e, l)) => return sept_fail(regs, EPT_WALK_FAILED, e, l),
-    };
-    let e = st.entry(slot);
-    regs.rcx = sept::arch_entry(e);
-    regs.rdx = sept::level_state(e, level);
-    Ok(0)
+/// TDH.MEM.SEPT.RD (`tdh_mem_sept_rd.c`): RCX = GPA+lvl, RDX = TDR → RCX = architectural
+/// entry, RDX = level | state << 8.
+pub(crate) fn tdh_mem_sept_rd(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let tdr = st.lock_tdr(
+        &m.geo,
+        &mut ctx.held,
+        regs.rdx,
+        OperandId::RDX,
+        Mode::Shared,
+    )?;
+    st.check_td_state(&mut ctx.held, tdr, None, ALL_BUT_U)?;
+    let root = st.td(tdr).sept.root_level;
+    let (gpa, level) = gpa_level(st.td(tdr), regs.rcx, 0, root)?;
+    lock_sept_tree(st, ctx, tdr, Mode::Shared)?;
+    match st.td(tdr).sept.walk(gpa, level) {
+        Walk::Failed { level: l, entry } => {
+            Err(sept_fail(regs, StatusCode::EPT_WALK_FAILED, l, entry))
+        }
+        Walk::Found { entry, .. } => {
+            regs.rcx = sept::arch_entry(entry);
+            regs.rdx = sept::level_state(level, entry);
+            ok()
+        }
+    }
 }

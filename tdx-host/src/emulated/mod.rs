@@ -1,118 +1,183 @@
-//! The emulated TDX module: a software implementation of the SEAMCALL (and, through the scripted
-//! engine, TDCALL) interface with the real module's rules and status codes, on an emulated
-//! platform (a memfd arena as physical memory, CMRs, packages and logical processors, HKIDs).
+//! The emulated TDX module: a software implementation of the SEAMCALL and TDCALL interfaces
+//! with the real module's rules and status codes, on an emulated platform.
 //!
-//! Host code reaches it only through [`tdx_abi::call::Seamcall`], implemented by
-//! [`LogicalProcessor`] (one per emulated LP; the LP index is the "current CPU" for SYS.LP.INIT,
-//! KEY.CONFIG / CACHE.WB per package, vCPU association) and, for convenience, by
-//! [`EmulatedModule`] itself (as LP 0).
+//! # Platform
+//! [`PlatformConfig`] describes the machine: physical memory (a memfd arena, PA
+//! `0..memory_size`), CMRs, packages × LPs, the TDX private HKID range and the per-platform
+//! secret that keys TDREPORT MACs. [`EmulatedModule::new`] builds it; host code reaches the
+//! module only through SEAMCALLs issued on a [`LogicalProcessor`]
+//! (`tdx_abi::call::Seamcall`), and reaches memory only through [`PhysicalMemory`], whose
+//! TD-owner rule hides private pages (see [`phys`]).
 //!
 //! # Fidelity
+//! Each leaf handler is one function that makes the module's checks in the module's order
+//! (emulation-notes.md §3.5/§3.6; the source file of the 1.5 module is named next to it) and
+//! returns the architectural status with its operand id; no register value can make it panic
+//! (all arithmetic is checked, every index bounded, every loop bounded by the module's
+//! limits). The dispatcher decodes RAX as the module does: bits 63:24 non-zero, an unknown
+//! leaf or a version above the leaf's maximum → `TDX_OPERAND_INVALID` (operand RAX); every
+//! leaf except the SYS init/enumeration family → `TDX_SYS_NOT_READY` until the last
+//! TDH.SYS.KEY.CONFIG (in that order, as `tdx_vmm_dispatcher.c`: an unknown leaf number is
+//! refused only after the readiness check). SYS.RD/RDALL check TDH.SYS.LP.INIT on the calling
+//! LP themselves; every other LP is initialised before SYS.CONFIG can succeed.
 //!
-//! Every leaf is one function named after the spec (`tdh_mem_page_aug`, ...) citing the module
-//! source file whose checks it mirrors, in the order of emulation-notes.md §3.5–3.6:
+//! Locks are try-locks (see [`FaultInjector`] and the `locks` module): contention returns
+//! `TDX_OPERAND_BUSY` with the operand id. A leaf takes its locks in the module's order while
+//! it checks, applies its effects atomically, and keeps the locks for a short window after
+//! them when another SEAMCALL is in flight, so concurrent host threads see BUSY (a lone
+//! caller pays nothing); [`FaultInjector`] forces BUSY /
+//! INTERRUPTED_RESUMABLE and can pause a leaf inside that window for deterministic tests.
 //!
-//! * Dispatcher (`tdx_vmm_dispatcher.c`): RAX bits 63:24 must be 0 and the version may not
-//!   exceed the leaf's maximum (1 for MEM.SEPT.ADD/REMOVE, MNG.RD, VP.RD, VP.INIT, PROMOTE),
-//!   else `TDX_OPERAND_INVALID` on RAX; unknown leaves likewise. Before SYS_READY only the
-//!   SYS.* init/info leaves pass (`TDX_SYS_NOT_READY`); every leaf but SYS.INIT/LP.INIT needs
-//!   SYS.LP.INIT on the calling LP.
-//! * PAMT: page types NDA/RSVD/REG/TDR/TDCX/TDVPR/EPT with owner and BEPOCH, over the TDMRs of
-//!   SYS.CONFIG; reserved areas and PAMT blocks are RSVD. Memory is usable once SYS.TDMR.INIT
-//!   has covered it (4 MiB per call). The PAMT is kept module-side in a sparse map (absent =
-//!   NDA) instead of in the PAMT blocks of the arena — the host cannot observe the difference
-//!   (PAMT blocks are RSVD, host reads of them return whatever the host wrote).
-//! * KOT, TD lifecycle, OP_STATE, vCPU states, SEPT entry states (1.5 encoding), TLB epochs,
-//!   try-locks: see each leaf. A wrong call returns the architectural status with operand id,
-//!   never a panic, for any register input.
+//! # Facts checked against the 1.5 source (`intel/tdx-module`, tag TDX_1.5.01)
+//! Where the fact sheets and the source differ, the source wins: TDH.PHYMEM.PAGE.WBINVD wants
+//! a PT_NDA page (`check_and_lock_explicit_4k_private_hpa(.., PT_NDA, ..)`); TDH.SYS.LP.INIT is
+//! legal only in SYSINIT_DONE (`TDX_SYS_LP_INIT_NOT_PENDING` after SYS.CONFIG); TDH.VP.INIT
+//! associates the vCPU with the calling LP (`associate_vcpu_initial`); TDH.SYS.TDMR.INIT
+//! returns RDX rounded down to 1 GiB and memory becomes usable per completed 1 GiB block;
+//! GPA_RANGE_ALREADY_BLOCKED carries operand RCX; METADATA_FIELD_ID_INCORRECT carries none;
+//! TDH.MR.EXTEND reports EPT_ENTRY_NOT_PRESENT; a PENDING page needs blocking + tracking
+//! before TDH.MEM.PAGE.REMOVE while RUNNABLE (`tlb_tracking_required` of state 0x70); the
+//! TD_PARAMS checks follow `read_and_set_td_configurations` (MAX_VCPUS only rejects 0;
+//! MIGRATABLE excludes DEBUG and PERFMON). Also from the source: shared HPAs (TD_PARAMS,
+//! TDMR_INFO arrays, the RDALL buffer, the PAGE.ADD source) may carry a shared KeyID and are
+//! accessed with a host key; non-leaf S-EPT entries are RWX+SVE and report only RWX/PS in RCX;
+//! every leaf carries SVE; TDG.MEM.PAGE.ACCEPT of a page smaller than a PENDING leaf is an
+//! EPT-violation exit (`check_tdaccept_failure` case 1.2), PAGE_SIZE_MISMATCH only for a table
+//! at the requested level; GPA_RANGE_ALREADY_BLOCKED returns the entry details; MNG.ADDCX
+//! checks OP_STATE only after locking the new page; VP.FLUSH and VP.RD/WR need the full TDVPS
+//! (TDCX_NUM_INCORRECT); MNG.RD/WR take the TDR shared and need the TDCS for every field;
+//! TDH.MEM.SEPT.ADD reads bit 0 of RDX as "allow existing" in any version and ignores bit 63
+//! of R8; TDH.VP.ENTER's RCX bit 52 needs a trap-like last exit and bit 53 an L2 exit.
 //!
-//! # Concurrency and BUSY
+//! # Deviations from the real module (documented choices)
+//! * No encryption: private pages are plain bytes in the arena, hidden from the host by the
+//!   TD-owner rule. S-EPT tables live in module memory (see the `sept` module); PAMT entries
+//!   are kept by the module, not written into the PAMT areas named in TDMR_INFO.
+//! * TD_PARAMS: the CPUID configuration check is the "configurable bits" check against the
+//!   emulator's CPUID_CONFIG table ([`sys`]); the per-leaf consistency rules of
+//!   `read_and_set_cpuid_configurations` are not reproduced. NUM_L2_VMS 1..3 is accepted (with
+//!   the extra TDCS pages) but TD partitioning is not emulated.
+//! * The REPORTMACSTRUCT MAC is emulator-defined (HMAC-SHA-256, see [`guest`]).
+//! * Host-priority lock bits (BUSY_HOST_PRIORITY) are not modelled; the guest-side ACCEPT takes
+//!   the S-EPT entry lock like a host leaf.
+//! * TDH.PHYMEM.CACHE.WB completes in one call; RCX = 1 (resume) is accepted at any time.
+//! * TDH.SYS.INFO (1.0 enumeration), TDH.MEM.PAGE.PROMOTE/DEMOTE/RELOCATE, TDH.MEM.RD/WR,
+//!   export/import and service-TD leaves are not implemented (`TDX_OPERAND_INVALID` on RAX);
+//!   TDG.VP.RD/WR and TDG.SYS.RD likewise (TDX_FEATURES0 does not advertise them).
+//! * TDCALL memory operands (RTMR.EXTEND data, REPORT buffers) must be mapped private GPAs
+//!   (REPORTDATA may be shared); otherwise OPERAND_INVALID on that register.
 //!
-//! One mutex serialises leaves, so a leaf is atomic. Locks that the real module holds across a
-//! long operation are modelled explicitly: a vCPU inside TDH.VP.ENTER holds its TDVPR and (via
-//! it) its TDR shared, so an exclusive taker (VP.FLUSH, MNG.VPFLUSHDONE, RECLAIM, ...) gets
-//! `TDX_OPERAND_BUSY` with the operand id, and a vCPU running in an epoch keeps
-//! `TDX_PREVIOUS_TLB_EPOCH_BUSY` for TDH.MEM.TRACK. Any other BUSY (KOT, SEPT tree, TD_EPOCH,
-//! OP_STATE, …) and `TDX_INTERRUPTED_RESUMABLE` are produced on demand with the
-//! [`FaultInjector`].
-//!
-//! # Deviations from the contract / notes (documented for the lead)
-//!
-//! * `PamtPageType` and `KotState` are defined here until `tdx_abi::state` lands.
-//! * TDH.PHYMEM.PAGE.WBINVD accepts any PAMT type (Linux calls it right after RECLAIM, when the
-//!   page is NDA); it checks alignment, TDMR and that the HKID bits name a TDX HKID.
-//! * TDH.PHYMEM.CACHE.WB always completes in one call (unless a fault is injected); RCX = 1
-//!   (resume) is accepted at any time.
-//! * HKID bits of a PA start at bit `52 - k`, `k` = bits needed for `first_tdx_hkid +
-//!   num_tdx_hkids`; TDMRs/PAMTs must lie below that (the `max_pa_bits` of the validator).
-//! * MEM.PAGE.REMOVE while RUNNABLE: MAPPED/BLOCKEDW need blocking first, PENDING may be removed
-//!   directly, BLOCKED/PENDING_BLOCKED must be tracked.
-//! * TD_PARAMS: NUM_L2_VMS must be 0 (no TD partitioning, operand 71); every CPUID bit is
-//!   configurable; IA32_ARCH_CAPABILITIES_CONFIG must be 0 (operand 72); other reserved bytes
-//!   give OPERAND_INVALID on RDX.
-//! * API shapes until `tdx_abi::phys`/`gpa`/`report` are used here: `scripted_vcpu` takes the
-//!   TDVPR as `u64`, [`ScriptedVcpu::read`]/[`ScriptedVcpu::write`] take a GPA as `u64`,
-//!   `verify_report_mac` takes the 256 REPORTMACSTRUCT bytes; `lp()` returns `Option`. Extras:
-//!   [`EmulatedModule::hkid_shift`], [`LogicalProcessor::index`], [`InjectedFault`].
-//! * VP.INIT associates the vCPU with the calling LP (`associate_vcpu_initial`, confirmed in the
-//!   1.5 source), so VP.FLUSH must run on that LP even if the vCPU never entered.
-//! * TDCALL memory operands (REPORT, RTMR.EXTEND data) must be mapped private GPAs; otherwise
-//!   OPERAND_INVALID on that register (the module would walk and possibly exit). Shared GPAs are
-//!   not modelled by the scripted engine.
-//! * REPORTMACSTRUCT: CPUSVN 0; TEE_TCB_INFO is emulator-defined (VALID = 0xFFFE, TEE_TCB_SVN
-//!   {5, 1}, MRSEAM = SHA-384 of a fixed string, MRSIGNERSEAM/ATTRIBUTES 0); MAC =
-//!   HMAC-SHA-256 over bytes 0..224 keyed by [`PlatformConfig::report_mac_key`].
-//! * TDH.VP.ENTER on a vCPU without an attached execution engine returns at once with an
-//!   asynchronous exit, VMX exit reason 1 (external interrupt): the vCPU was "kicked" before it
-//!   ran a single instruction.
+//! # Contract deviations (tdx-host/emulated-contract)
+//! * [`EmulatedModule::lp`] returns `Option<LogicalProcessor>` (None out of range).
+//! * [`PamtPageType`] and [`KotState`] are `tdx_abi::state`'s (re-exported).
+//! * Extras: [`EmulatedModule::hkid_shift`], [`EmulatedModule::page_owner`],
+//!   [`EmulatedModule::locks_held`], [`EmulatedModule::set_engine`] with the
+//!   [`ExecutionEngine`] seam, [`FaultInjector::pause_in_lock_window`],
+//!   [`ScriptedVcpu::take_vmcall_response`], [`PhysicalMemory::is_poisoned`].
 
-mod abi_shim;
-mod arena;
-mod guest;
+pub(crate) mod codes;
+pub mod guest;
+mod invariants;
+pub(crate) mod locks;
 mod mem;
-mod sept;
-mod state;
-mod sys;
+pub mod phys;
+pub(crate) mod sept;
+pub(crate) mod state;
+pub mod sys;
 mod td;
-mod vp;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tdx_abi::call::{Regs, Seamcall};
 use tdx_abi::status::TdxStatus;
 
-use abi_shim::*;
-pub use guest::{GuestAccessFault, ScriptedVcpu};
-pub use state::{KotState, PamtPageType};
-use state::{LeafResult, State, SysState};
+pub use guest::{
+    EngineExit, EngineVcpu, ExecutionEngine, GuestAccessFault, ScriptedEngine, ScriptedVcpu,
+};
+pub use locks::{Fault, FaultInjector};
+pub use phys::{PhysMemError, PhysicalMemory};
+pub use tdx_abi::state::{KotState, PamtPageType};
+
+use codes::{OperandId, StatusCode};
+use locks::Held;
+use state::{Geometry, State, SysState};
+
+/// SEAMCALL leaf numbers, from `tdx_abi::leaf::SeamcallLeaf` (usable in patterns).
+pub(crate) mod leaf {
+    use tdx_abi::leaf::SeamcallLeaf as L;
+    pub(crate) const VP_ENTER: u16 = L::TDH_VP_ENTER.raw();
+    pub(crate) const MNG_ADDCX: u16 = L::TDH_MNG_ADDCX.raw();
+    pub(crate) const MEM_PAGE_ADD: u16 = L::TDH_MEM_PAGE_ADD.raw();
+    pub(crate) const MEM_SEPT_ADD: u16 = L::TDH_MEM_SEPT_ADD.raw();
+    pub(crate) const VP_ADDCX: u16 = L::TDH_VP_ADDCX.raw();
+    pub(crate) const MEM_PAGE_AUG: u16 = L::TDH_MEM_PAGE_AUG.raw();
+    pub(crate) const MEM_RANGE_BLOCK: u16 = L::TDH_MEM_RANGE_BLOCK.raw();
+    pub(crate) const MNG_KEY_CONFIG: u16 = L::TDH_MNG_KEY_CONFIG.raw();
+    pub(crate) const MNG_CREATE: u16 = L::TDH_MNG_CREATE.raw();
+    pub(crate) const VP_CREATE: u16 = L::TDH_VP_CREATE.raw();
+    pub(crate) const MNG_RD: u16 = L::TDH_MNG_RD.raw();
+    pub(crate) const MNG_WR: u16 = L::TDH_MNG_WR.raw();
+    pub(crate) const MR_EXTEND: u16 = L::TDH_MR_EXTEND.raw();
+    pub(crate) const MR_FINALIZE: u16 = L::TDH_MR_FINALIZE.raw();
+    pub(crate) const VP_FLUSH: u16 = L::TDH_VP_FLUSH.raw();
+    pub(crate) const MNG_VPFLUSHDONE: u16 = L::TDH_MNG_VPFLUSHDONE.raw();
+    pub(crate) const MNG_KEY_FREEID: u16 = L::TDH_MNG_KEY_FREEID.raw();
+    pub(crate) const MNG_INIT: u16 = L::TDH_MNG_INIT.raw();
+    pub(crate) const VP_INIT: u16 = L::TDH_VP_INIT.raw();
+    pub(crate) const MEM_PAGE_PROMOTE: u16 = L::TDH_MEM_PAGE_PROMOTE.raw();
+    pub(crate) const PHYMEM_PAGE_RDMD: u16 = L::TDH_PHYMEM_PAGE_RDMD.raw();
+    pub(crate) const MEM_SEPT_RD: u16 = L::TDH_MEM_SEPT_RD.raw();
+    pub(crate) const VP_RD: u16 = L::TDH_VP_RD.raw();
+    pub(crate) const MNG_KEY_RECLAIMID: u16 = L::TDH_MNG_KEY_RECLAIMID.raw();
+    pub(crate) const PHYMEM_PAGE_RECLAIM: u16 = L::TDH_PHYMEM_PAGE_RECLAIM.raw();
+    pub(crate) const MEM_PAGE_REMOVE: u16 = L::TDH_MEM_PAGE_REMOVE.raw();
+    pub(crate) const MEM_SEPT_REMOVE: u16 = L::TDH_MEM_SEPT_REMOVE.raw();
+    pub(crate) const SYS_KEY_CONFIG: u16 = L::TDH_SYS_KEY_CONFIG.raw();
+    pub(crate) const SYS_INFO: u16 = L::TDH_SYS_INFO.raw();
+    pub(crate) const SYS_INIT: u16 = L::TDH_SYS_INIT.raw();
+    pub(crate) const SYS_RD: u16 = L::TDH_SYS_RD.raw();
+    pub(crate) const SYS_LP_INIT: u16 = L::TDH_SYS_LP_INIT.raw();
+    pub(crate) const SYS_TDMR_INIT: u16 = L::TDH_SYS_TDMR_INIT.raw();
+    pub(crate) const SYS_RDALL: u16 = L::TDH_SYS_RDALL.raw();
+    pub(crate) const MEM_TRACK: u16 = L::TDH_MEM_TRACK.raw();
+    pub(crate) const MEM_RANGE_UNBLOCK: u16 = L::TDH_MEM_RANGE_UNBLOCK.raw();
+    pub(crate) const PHYMEM_CACHE_WB: u16 = L::TDH_PHYMEM_CACHE_WB.raw();
+    pub(crate) const PHYMEM_PAGE_WBINVD: u16 = L::TDH_PHYMEM_PAGE_WBINVD.raw();
+    pub(crate) const VP_WR: u16 = L::TDH_VP_WR.raw();
+    pub(crate) const SYS_LP_SHUTDOWN: u16 = L::TDH_SYS_LP_SHUTDOWN.raw();
+    pub(crate) const SYS_CONFIG: u16 = L::TDH_SYS_CONFIG.raw();
+    pub(crate) const SYS_UPDATE: u16 = L::TDH_SYS_UPDATE.raw();
+}
 
 /// Configuration of the emulated platform.
 #[derive(Clone, Debug)]
 pub struct PlatformConfig {
-    /// Bytes of emulated physical memory (PA `0..memory_size`), a multiple of 4 KiB.
+    /// Bytes of emulated physical memory (memfd arena), PA `0..memory_size`; a multiple of
+    /// 4 KiB.
     pub memory_size: u64,
-    /// Convertible memory ranges (base, size), 4 KiB aligned, inside the arena.
+    /// `(base, size)` convertible memory ranges, 4 KiB aligned, inside the memory, sorted and
+    /// non-overlapping (at most 32). Empty = one CMR `[1 MiB, memory_size)`.
     pub cmrs: Vec<(u64, u64)>,
-    /// Number of packages (sockets), 1..=64.
+    /// Number of packages (1..=64).
     pub num_packages: u32,
-    /// Logical processors per package, at least 1.
+    /// Logical processors per package (>= 1).
     pub lps_per_package: u32,
-    /// First TDX private KeyID.
+    /// First TDX private KeyID; it becomes the global private HKID the host passes to
+    /// TDH.SYS.CONFIG.
     pub first_tdx_hkid: u16,
-    /// Number of TDX private KeyIDs (at least 2: the global one and one for a TD).
+    /// Number of TDX private KeyIDs (>= 2: the global one and at least one for a TD).
     pub num_tdx_hkids: u16,
-    /// Per-platform secret keying the REPORTMACSTRUCT MAC (HMAC-SHA-256).
+    /// Per-platform secret keying the REPORTMACSTRUCT MAC.
     pub report_mac_key: [u8; 32],
 }
 
 impl Default for PlatformConfig {
     /// 256 MiB, one CMR `[1 MiB, 256 MiB)`, 1 package × 2 LPs, HKIDs 32..48, a random MAC key.
     fn default() -> Self {
-        let memory_size = 256 << 20;
         PlatformConfig {
-            memory_size,
-            cmrs: vec![(1 << 20, memory_size - (1 << 20))],
+            memory_size: 256 << 20,
+            cmrs: Vec::new(),
             num_packages: 1,
             lps_per_package: 2,
             first_tdx_hkid: 32,
@@ -122,206 +187,75 @@ impl Default for PlatformConfig {
     }
 }
 
-/// A per-process random key (no RNG dependency: std's randomly seeded SipHash keys).
 fn random_key() -> [u8; 32] {
-    use std::hash::{BuildHasher, Hasher};
-    let mut key = [0u8; 32];
-    for (i, chunk) in key.chunks_mut(8).enumerate() {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_usize(i);
-        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    use std::io::Read;
+    let mut k = [0u8; 32];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut k))
+        .is_ok();
+    if !ok {
+        // Fallback: not secret, but distinct per process and time.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let seed = format!("{t}-{}", std::process::id());
+        k = sha2_256(seed.as_bytes());
     }
-    key
+    k
 }
 
-/// Why an emulated platform could not be created.
+fn sha2_256(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
+
+/// Why a platform could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatedError {
-    /// The configuration is inconsistent.
+    /// A configuration value is out of range.
     #[error("invalid platform configuration: {0}")]
-    Config(String),
-    /// Creating the memfd arena failed.
+    InvalidConfig(String),
+    /// The memory arena could not be created.
     #[error("cannot create the physical-memory arena: {0}")]
     Arena(#[from] std::io::Error),
 }
 
-/// Error of a host physical-memory access.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PhysMemError {
-    /// The range is not inside the emulated physical memory.
-    #[error("physical range {pa:#x}+{len:#x} is outside memory")]
-    OutOfRange {
-        /// Start PA.
-        pa: u64,
-        /// Length in bytes.
-        len: u64,
-    },
-}
-
-/// A fault the [`FaultInjector`] forces on a leaf.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InjectedFault {
-    /// `TDX_OPERAND_BUSY` with this operand id (e.g. 1 = RCX, 146 = SEPT tree, 169 = TD_EPOCH).
-    Busy {
-        /// Operand id in the low 32 bits.
-        operand: u32,
-    },
-    /// `TDX_INTERRUPTED_RESUMABLE` (the leaf did nothing; call it again).
-    InterruptedResumable,
-}
-
-impl InjectedFault {
-    fn status(self) -> u64 {
-        match self {
-            InjectedFault::Busy { operand } => status(OPERAND_BUSY, operand),
-            InjectedFault::InterruptedResumable => status(INTERRUPTED_RESUMABLE, 0),
-        }
-    }
-}
-
-/// Forces faults on the next calls of a leaf, so host retry paths can be tested. A forced call
-/// has no other effect; it is counted after the dispatcher's RAX and readiness checks.
-#[derive(Debug, Default)]
-pub struct FaultInjector {
-    queue: Mutex<HashMap<u16, VecDeque<InjectedFault>>>,
-}
-
-impl FaultInjector {
-    /// Makes the next `count` calls of SEAMCALL leaf `leaf` fail with `fault`.
-    pub fn inject(&self, leaf: u16, fault: InjectedFault, count: u32) {
-        let mut q = lock(&self.queue);
-        let e = q.entry(leaf).or_default();
-        for _ in 0..count {
-            e.push_back(fault);
-        }
-    }
-
-    /// Removes every pending fault.
-    pub fn clear(&self) {
-        lock(&self.queue).clear();
-    }
-
-    pub(crate) fn take(&self, leaf: u16) -> Option<InjectedFault> {
-        lock(&self.queue)
-            .get_mut(&leaf)
-            .and_then(VecDeque::pop_front)
-    }
-}
-
-/// Locks a mutex, recovering from poisoning (a panicking test thread must not wedge the module).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A broken module invariant found by [`EmulatedModule::check_invariants`].
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// A broken module invariant found by `EmulatedModule::check_invariants`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invariant violated: {0}")]
 pub struct InvariantViolation(pub String);
 
-/// The host's access to emulated physical memory. Reads of a page the PAMT says a TD owns (REG,
-/// TDR, TDCX, TDVPR, EPT) return zeros; writes to such a page poison it (the TD's next access is
-/// fatal) and do not change it. Other pages read and write normally.
-pub struct PhysicalMemory {
-    arena: Arc<arena::Arena>,
-    state: Arc<Mutex<State>>,
-    cmrs: Vec<(u64, u64)>,
-}
-
-fn td_owned(t: Option<PamtPageType>) -> bool {
-    matches!(
-        t,
-        Some(
-            PamtPageType::Reg
-                | PamtPageType::Tdr
-                | PamtPageType::Tdcx
-                | PamtPageType::Tdvpr
-                | PamtPageType::Ept
-        )
-    )
-}
-
-impl PhysicalMemory {
-    /// Reads `buf.len()` bytes at `pa` (zeros for TD-owned pages).
-    pub fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), PhysMemError> {
-        let st = lock(&self.state);
-        if !self.arena.read(pa, buf) {
-            return Err(PhysMemError::OutOfRange {
-                pa,
-                len: buf.len() as u64,
-            });
-        }
-        let mut off = 0usize;
-        while off < buf.len() {
-            let cur = pa + off as u64;
-            let n = ((4096 - (cur & 0xFFF)) as usize).min(buf.len() - off);
-            if td_owned(st.page_type(cur)) {
-                buf[off..off + n].fill(0);
-            }
-            off += n;
-        }
-        Ok(())
-    }
-
-    /// Writes `buf` at `pa`; TD-owned pages are poisoned instead of written.
-    pub fn write(&self, pa: u64, buf: &[u8]) -> Result<(), PhysMemError> {
-        let mut st = lock(&self.state);
-        let oor = PhysMemError::OutOfRange {
-            pa,
-            len: buf.len() as u64,
-        };
-        if pa
-            .checked_add(buf.len() as u64)
-            .is_none_or(|e| e > self.arena.size())
-        {
-            return Err(oor);
-        }
-        let mut off = 0usize;
-        while off < buf.len() {
-            let cur = pa + off as u64;
-            let n = ((4096 - (cur & 0xFFF)) as usize).min(buf.len() - off);
-            if td_owned(st.page_type(cur)) {
-                st.poisoned.insert(cur & !0xFFF);
-            } else {
-                self.arena.write(cur, &buf[off..off + n]);
-            }
-            off += n;
-        }
-        Ok(())
-    }
-
-    /// Size of physical memory in bytes.
-    pub fn size(&self) -> u64 {
-        self.arena.size()
-    }
-
-    /// The CMRs (base, size).
-    pub fn cmrs(&self) -> Vec<(u64, u64)> {
-        self.cmrs.clone()
-    }
-}
-
 /// The emulated TDX module and its platform. `Send + Sync`; share it as `Arc`.
+#[derive(Debug)]
 pub struct EmulatedModule {
-    state: Arc<Mutex<State>>,
-    phys: PhysicalMemory,
-    faults: FaultInjector,
-    report_mac_key: [u8; 32],
-    num_lps: u32,
-    lps_per_package: u32,
-    pub(crate) engines: vp::Engines,
+    pub(crate) geo: Geometry,
+    pub(crate) mem: PhysicalMemory,
+    pub(crate) state: Mutex<State>,
+    pub(crate) faults: FaultInjector,
+    pub(crate) mac_key: [u8; 32],
+    pub(crate) engine: RwLock<Arc<dyn ExecutionEngine>>,
+    /// SEAMCALLs currently inside the dispatcher (the lock window is only needed when another
+    /// call could observe it).
+    pub(crate) in_flight: AtomicUsize,
 }
 
-/// One logical processor of the platform: issues SEAMCALLs as that LP.
-#[derive(Clone)]
+/// One logical processor of the platform: issues SEAMCALLs with its LP index (SYS.LP.INIT,
+/// vCPU association, per-package KEY.CONFIG and CACHE.WB use it).
+#[derive(Clone, Debug)]
 pub struct LogicalProcessor {
     module: Arc<EmulatedModule>,
     index: u32,
 }
 
 impl LogicalProcessor {
-    /// The LP index.
+    /// This LP's index.
     pub fn index(&self) -> u32 {
         self.index
+    }
+    /// The module it calls.
+    pub fn module(&self) -> &Arc<EmulatedModule> {
+        &self.module
     }
 }
 
@@ -331,119 +265,174 @@ impl Seamcall for LogicalProcessor {
     }
 }
 
-impl Seamcall for EmulatedModule {
-    /// A SEAMCALL on LP 0.
-    fn seamcall(&self, regs: &mut Regs) -> TdxStatus {
-        self.seamcall_on(0, regs)
+/// Per-call context handed to leaf handlers.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) lp: u32,
+    pub(crate) pkg: u32,
+    pub(crate) version: u8,
+    pub(crate) held: Held,
+    /// Effects that happen when the leaf ends (after its lock window), e.g. the end of the
+    /// guest run of a TDH.VP.ENTER.
+    pub(crate) on_exit: Vec<OnExit>,
+}
+
+/// A deferred end-of-leaf effect.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum OnExit {
+    /// A vCPU leaves the guest: drop its reference on the epoch it sampled and make it READY.
+    VcpuExit { tdr: u64, tdvpr: u64, epoch: u64 },
+}
+
+impl OnExit {
+    fn apply(self, st: &mut State) {
+        match self {
+            OnExit::VcpuExit { tdr, tdvpr, epoch } => {
+                if let Some(td) = st.tds.get_mut(&tdr) {
+                    let r = &mut td.refcount[(epoch & 1) as usize];
+                    *r = r.saturating_sub(1);
+                }
+                if let Some(v) = st.vcpus.get_mut(&tdvpr) {
+                    if v.state == state::vs::ACTIVE {
+                        v.state = state::vs::READY;
+                    }
+                }
+            }
+        }
     }
 }
 
-/// Maximum version of each implemented SEAMCALL leaf (`None` = unknown leaf).
-fn max_version(leaf: u16) -> Option<u8> {
-    Some(match leaf {
-        TDH_MEM_SEPT_ADD | TDH_MEM_SEPT_REMOVE | TDH_MNG_RD | TDH_VP_RD | TDH_VP_INIT
-        | TDH_MEM_PAGE_PROMOTE => 1,
-        0..=45 => 0,
-        _ => return None,
-    })
+/// What a handler returns: `Ok` = a success-class status, `Err` = an error status.
+pub(crate) type LeafResult = Result<TdxStatus, TdxStatus>;
+
+/// Maximum version of each leaf the dispatcher accepts (1.5.01).
+fn max_version(leaf: u16) -> u8 {
+    match leaf {
+        leaf::MEM_PAGE_PROMOTE
+        | leaf::MEM_SEPT_ADD
+        | leaf::MEM_SEPT_REMOVE
+        | leaf::MNG_RD
+        | leaf::VP_RD => 1,
+        _ => 0,
+    }
 }
 
 impl EmulatedModule {
-    /// Creates a platform with its module in SYSINIT_PENDING.
+    /// Builds a platform (memory arena, LPs, HKIDs) with the module loaded and not
+    /// initialised (SYSINIT_PENDING).
     pub fn new(cfg: PlatformConfig) -> Result<Arc<Self>, EmulatedError> {
-        let bad = |s: &str| Err(EmulatedError::Config(s.to_string()));
+        let bad = |m: String| Err(EmulatedError::InvalidConfig(m));
+        if cfg.memory_size == 0 || cfg.memory_size % 4096 != 0 {
+            return bad(format!(
+                "memory_size {:#x} is not a non-zero multiple of 4 KiB",
+                cfg.memory_size
+            ));
+        }
         if cfg.num_packages == 0 || cfg.num_packages > 64 || cfg.lps_per_package == 0 {
-            return bad("need 1..=64 packages and at least one LP per package");
+            return bad(format!(
+                "{} packages x {} LPs: need 1..=64 packages and >= 1 LP each",
+                cfg.num_packages, cfg.lps_per_package
+            ));
         }
-        let Some(num_lps) = cfg.num_packages.checked_mul(cfg.lps_per_package) else {
-            return bad("too many logical processors");
+        if cfg
+            .num_packages
+            .checked_mul(cfg.lps_per_package)
+            .is_none_or(|n| n > 4096)
+        {
+            return bad("more than 4096 logical processors".into());
+        }
+        if cfg.num_tdx_hkids < 2 || cfg.first_tdx_hkid == 0 {
+            return bad(format!(
+                "HKIDs {}+{}: need a first HKID > 0 and at least 2 private HKIDs",
+                cfg.first_tdx_hkid, cfg.num_tdx_hkids
+            ));
+        }
+        let Some(last_hkid) = cfg.first_tdx_hkid.checked_add(cfg.num_tdx_hkids - 1) else {
+            return bad("HKID range overflows 16 bits".into());
         };
-        if cfg.num_tdx_hkids < 2 {
-            return bad("need at least two TDX HKIDs");
+        let key_bits = 16 - last_hkid.leading_zeros();
+        let hkid_shift = 52 - key_bits;
+        if cfg.memory_size > 1u64 << hkid_shift {
+            return bad(format!(
+                "memory_size reaches the HKID bits (bit {hkid_shift})"
+            ));
         }
-        let Some(hkid_end) = u32::from(cfg.first_tdx_hkid).checked_add(cfg.num_tdx_hkids.into())
-        else {
-            return bad("HKID range overflows");
+        let cmrs = if cfg.cmrs.is_empty() {
+            if cfg.memory_size <= 1 << 20 {
+                return bad("memory_size must exceed 1 MiB for the default CMR".into());
+            }
+            vec![(1 << 20, cfg.memory_size - (1 << 20))]
+        } else {
+            cfg.cmrs.clone()
         };
-        if cfg.first_tdx_hkid == 0 || hkid_end > 1 << 15 {
-            return bad("HKID range must be within 1..32768");
+        if cmrs.len() > 32 {
+            return bad(format!("{} CMRs (at most 32)", cmrs.len()));
         }
-        let keyid_bits = 32 - (hkid_end - 1).leading_zeros();
-        let hkid_shift = 52 - keyid_bits;
-        if cfg.memory_size >> hkid_shift != 0 {
-            return bad("memory reaches into the HKID bits");
-        }
-        for &(b, s) in &cfg.cmrs {
+        let mut prev_end = 0u64;
+        for &(b, s) in &cmrs {
+            let end = b.checked_add(s);
             if b % 4096 != 0
                 || s % 4096 != 0
                 || s == 0
-                || b.checked_add(s).is_none_or(|e| e > cfg.memory_size)
+                || end.is_none_or(|e| e > cfg.memory_size)
+                || b < prev_end
             {
-                return bad("every CMR must be 4 KiB aligned, non-empty and inside memory");
+                return bad(format!(
+                    "CMR {b:#x}+{s:#x} is misaligned, empty, unordered or outside memory"
+                ));
             }
+            prev_end = b + s;
         }
-        if cfg.cmrs.len() > 32 {
-            return bad("at most 32 CMRs");
-        }
-        let arena = Arc::new(arena::Arena::new(cfg.memory_size)?);
-        let state = State {
-            num_lps,
-            lps_per_package: cfg.lps_per_package,
-            num_packages: cfg.num_packages,
-            first_tdx_hkid: cfg.first_tdx_hkid,
-            num_tdx_hkids: cfg.num_tdx_hkids,
+        let geo = Geometry {
+            first_hkid: cfg.first_tdx_hkid,
+            num_hkids: cfg.num_tdx_hkids,
             hkid_shift,
-            cmrs: cfg.cmrs.clone(),
-            sys_state: SysState::SysinitPending,
-            lp_init: vec![false; num_lps as usize],
-            pkg_key_config: vec![false; cfg.num_packages as usize],
-            global_hkid: None,
-            tdmrs: Vec::new(),
-            pamt: BTreeMap::new(),
-            kot: vec![(KotState::Free, 0); hkid_end as usize],
-            tds: HashMap::new(),
-            vcpus: HashMap::new(),
-            sept_pages: HashMap::new(),
-            poisoned: HashSet::new(),
-            arena: arena.clone(),
-        };
-        let state = Arc::new(Mutex::new(state));
-        Ok(Arc::new(EmulatedModule {
-            phys: PhysicalMemory {
-                arena,
-                state: state.clone(),
-                cmrs: cfg.cmrs.clone(),
-            },
-            state,
-            faults: FaultInjector::default(),
-            report_mac_key: cfg.report_mac_key,
-            num_lps,
+            num_packages: cfg.num_packages,
             lps_per_package: cfg.lps_per_package,
-            engines: vp::Engines::default(),
+        };
+        let mem = PhysicalMemory::new(cfg.memory_size, cmrs)?;
+        Ok(Arc::new(EmulatedModule {
+            state: Mutex::new(State::new(&geo)),
+            geo,
+            mem,
+            faults: FaultInjector::default(),
+            mac_key: cfg.report_mac_key,
+            engine: RwLock::new(Arc::new(ScriptedEngine)),
+            in_flight: AtomicUsize::new(0),
         }))
     }
 
-    /// Logical processor `index`, or `None` if out of range.
+    /// Logical processor `index` (`None` if out of range).
     pub fn lp(self: &Arc<Self>, index: u32) -> Option<LogicalProcessor> {
-        (index < self.num_lps).then(|| LogicalProcessor {
-            module: self.clone(),
+        (index < self.num_lps()).then(|| LogicalProcessor {
+            module: Arc::clone(self),
             index,
         })
     }
 
     /// Number of logical processors.
     pub fn num_lps(&self) -> u32 {
-        self.num_lps
+        self.geo.num_packages * self.geo.lps_per_package
     }
 
-    /// The package of LP `lp`.
+    /// Package of LP `lp` (LPs are numbered package by package).
     pub fn package_of(&self, lp: u32) -> u32 {
-        lp / self.lps_per_package
+        lp / self.geo.lps_per_package
+    }
+
+    /// Number of packages.
+    pub fn num_packages(&self) -> u32 {
+        self.geo.num_packages
+    }
+
+    /// First HKID bit of a physical address (`MAX_PA` 52 minus the KeyID bits).
+    pub fn hkid_shift(&self) -> u32 {
+        self.geo.hkid_shift
     }
 
     /// The host's view of physical memory.
     pub fn physical_memory(&self) -> &PhysicalMemory {
-        &self.phys
+        &self.mem
     }
 
     /// The fault-injection knobs.
@@ -451,223 +440,156 @@ impl EmulatedModule {
         &self.faults
     }
 
-    /// The PAMT type of the frame at `pa` (`None` outside TDMRs or before TDMR.INIT covers it).
+    /// The PAMT type of the 4 KiB page at `pa` (None outside TDMRs or before its PAMT block
+    /// is initialised).
     pub fn page_type(&self, pa: u64) -> Option<PamtPageType> {
-        lock(&self.state).page_type(pa & !0xFFF)
+        self.lock()
+            .pamt_of(pa)
+            .map(|e| PamtPageType::from_raw(u64::from(e.ty)))
     }
 
-    /// The KOT state of `hkid` (`None` outside the TDX HKID range).
+    /// The PAMT owner (TDR PA) of the page at `pa`, if any.
+    pub fn page_owner(&self, pa: u64) -> Option<u64> {
+        self.lock().pamt_of(pa).map(|e| e.owner)
+    }
+
+    /// The KOT state of `hkid` (None if it is not a TDX private HKID).
     pub fn hkid_state(&self, hkid: u16) -> Option<KotState> {
-        let st = lock(&self.state);
-        st.is_private_hkid(hkid.into())
-            .then(|| st.kot[usize::from(hkid)].0)
-    }
-
-    /// The HKID-bit shift of this platform: a PA with KeyID `k` is `pa | (k << shift)`.
-    pub fn hkid_shift(&self) -> u32 {
-        lock(&self.state).hkid_shift
-    }
-
-    pub(crate) fn report_mac_key(&self) -> &[u8; 32] {
-        &self.report_mac_key
-    }
-
-    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
-    }
-
-    /// Checks the module's invariants: every TD-owned frame belongs to an existing TD, PAMT and
-    /// S-EPT agree (every REG/EPT frame is referenced by exactly one entry of its owner's SEPT
-    /// and vice versa), CHLDCNT equals the frames each TD owns, KOT and TDs agree.
-    pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
-        let st = lock(&self.state);
-        let v = |s: String| Err(InvariantViolation(s));
-        let mut owned: HashMap<u64, u64> = HashMap::new();
-        for (&pfn, e) in &st.pamt {
-            let pa = pfn << 12;
-            match e.ty {
-                PamtPageType::Tdr => {
-                    if !st.tds.contains_key(&pa) {
-                        return v(format!("TDR frame {pa:#x} without a TD"));
-                    }
-                }
-                PamtPageType::Nda | PamtPageType::Rsvd => {}
-                _ => {
-                    if !st.tds.contains_key(&e.owner) {
-                        return v(format!("frame {pa:#x} owned by missing TDR {:#x}", e.owner));
-                    }
-                    *owned.entry(e.owner).or_default() += 1;
-                }
-            }
+        let st = self.lock();
+        if !self.geo.is_private_hkid(u64::from(hkid)) {
+            return None;
         }
-        // Frames referenced by SEPT entries.
-        let mut referenced: HashMap<u64, u64> = HashMap::new();
-        for (&tdr, td) in &st.tds {
-            if owned.get(&tdr).copied().unwrap_or(0) != td.chldcnt {
-                return v(format!(
-                    "TD {tdr:#x}: CHLDCNT {} but {} frames owned",
-                    td.chldcnt,
-                    owned.get(&tdr).copied().unwrap_or(0)
-                ));
-            }
-            let kot = st.kot.get(usize::from(td.hkid)).map(|k| k.0);
-            let want = match td.lifecycle {
-                state::Lifecycle::HkidAssigned | state::Lifecycle::KeysConfigured => {
-                    Some(KotState::Assigned)
-                }
-                state::Lifecycle::Blocked => Some(KotState::Flushed),
-                state::Lifecycle::Teardown => None,
-            };
-            if want.is_some() && kot != want {
-                return v(format!("TD {tdr:#x}: KOT state {kot:?}, expected {want:?}"));
-            }
-            // After TDH.MNG.VPFLUSHDONE pages are reclaimed in any order: the S-EPT is dead.
-            if !matches!(
-                td.lifecycle,
-                state::Lifecycle::HkidAssigned | state::Lifecycle::KeysConfigured
-            ) {
-                continue;
-            }
-            let Some(root) = td.sept_root() else { continue };
-            let mut stack = vec![root];
-            while let Some(page) = stack.pop() {
-                let Some(p) = st.sept_pages.get(&page) else {
-                    return v(format!("SEPT page {page:#x} missing"));
-                };
-                for &e in p.iter() {
-                    let s = sept::State::of(e);
-                    if matches!(s, sept::State::NlMapped | sept::State::NlBlocked) {
-                        let c = sept::hpa(e);
-                        *referenced.entry(c).or_default() += 1;
-                        let pe = st.pamt_entry(c);
-                        if pe.ty != PamtPageType::Ept || pe.owner != tdr {
-                            return v(format!("SEPT child {c:#x} has PAMT {pe:?}"));
-                        }
-                        stack.push(c);
-                    } else if s.is_leaf() {
-                        let h = sept::hpa(e);
-                        *referenced.entry(h).or_default() += 1;
-                        let pe = st.pamt_entry(h);
-                        if pe.ty != PamtPageType::Reg || pe.owner != tdr {
-                            return v(format!("SEPT leaf {h:#x} has PAMT {pe:?}"));
-                        }
-                    }
-                }
-            }
-        }
-        for (&pfn, e) in &st.pamt {
-            let pa = pfn << 12;
-            if matches!(e.ty, PamtPageType::Reg | PamtPageType::Ept)
-                && e.head == pa
-                && st.tds.get(&e.owner).is_some_and(|t| {
-                    t.lifecycle != state::Lifecycle::Teardown
-                        && t.lifecycle != state::Lifecycle::Blocked
-                })
-                && referenced.get(&pa).copied().unwrap_or(0) != 1
-            {
-                return v(format!(
-                    "{:?} frame {pa:#x} referenced {} times by the SEPT",
-                    e.ty,
-                    referenced.get(&pa).copied().unwrap_or(0)
-                ));
-            }
-        }
-        for (hkid, (s, _)) in st.kot.iter().enumerate() {
-            if *s == KotState::Assigned && !st.tds.values().any(|t| usize::from(t.hkid) == hkid) {
-                return v(format!("HKID {hkid} ASSIGNED without a TD"));
-            }
-        }
-        Ok(())
+        st.kot
+            .get(usize::from(hkid - self.geo.first_hkid))
+            .map(|k| KotState::from_raw(k.state))
     }
 
-    /// Runs one SEAMCALL as LP `lp`.
-    fn seamcall_on(self: &EmulatedModule, lp: u32, regs: &mut Regs) -> TdxStatus {
+    /// Number of try-locks currently held (0 between calls).
+    pub fn locks_held(&self) -> usize {
+        self.lock().locks.held()
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One SEAMCALL on LP `lp`.
+    pub(crate) fn seamcall_on(&self, lp: u32, regs: &mut Regs) -> TdxStatus {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         let status = self.dispatch(lp, regs);
-        regs.rax = status;
-        TdxStatus::from_raw(status)
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        regs.rax = status.raw();
+        status
     }
 
-    fn dispatch(&self, lp: u32, regs: &mut Regs) -> u64 {
+    fn dispatch(&self, lp: u32, regs: &mut Regs) -> TdxStatus {
+        // tdx_vmm_dispatcher.c: leaf and version decode.
         let rax = regs.rax;
-        let leaf = (rax & 0xFFFF) as u16;
+        if rax >> 24 != 0 {
+            return state::invalid(OperandId::RAX);
+        }
+        let leaf_no = (rax & 0xFFFF) as u16;
         let version = ((rax >> 16) & 0xFF) as u8;
-        if rax >> 24 != 0 || max_version(leaf).is_none_or(|m| version > m) {
-            return status(OPERAND_INVALID, OP_RAX);
+        if version > max_version(leaf_no) {
+            return state::invalid(OperandId::RAX);
         }
-        if leaf == TDH_VP_ENTER {
-            return vp::tdh_vp_enter(self, lp, regs);
-        }
-        let mut st = lock(&self.state);
-        let pre_ready = matches!(
-            leaf,
-            TDH_SYS_INFO
-                | TDH_SYS_RD
-                | TDH_SYS_RDALL
-                | TDH_SYS_INIT
-                | TDH_SYS_LP_INIT
-                | TDH_SYS_CONFIG
-                | TDH_SYS_KEY_CONFIG
-                | TDH_SYS_LP_SHUTDOWN
-                | TDH_SYS_UPDATE
-        );
-        if st.sys_state != SysState::SysReady && !pre_ready {
-            return abi_shim::status(SYS_NOT_READY, 0);
-        }
-        if !matches!(leaf, TDH_SYS_INIT | TDH_SYS_LP_INIT)
-            && st.sys_state != SysState::SysinitPending
-            && !st.lp_init.get(lp as usize).copied().unwrap_or(false)
-        {
-            return abi_shim::status(SYS_LP_INIT_NOT_DONE, 0);
-        }
-        if let Some(f) = self.faults.take(leaf) {
-            return f.status();
-        }
-        let r: LeafResult = match leaf {
-            TDH_SYS_INIT => sys::tdh_sys_init(&mut st, regs),
-            TDH_SYS_LP_INIT => sys::tdh_sys_lp_init(&mut st, lp),
-            TDH_SYS_RD => sys::tdh_sys_rd(&mut st, lp, regs),
-            TDH_SYS_RDALL => sys::tdh_sys_rdall(&mut st, lp, regs),
-            TDH_SYS_CONFIG => sys::tdh_sys_config(&mut st, regs),
-            TDH_SYS_KEY_CONFIG => sys::tdh_sys_key_config(&mut st, lp),
-            TDH_SYS_TDMR_INIT => sys::tdh_sys_tdmr_init(&mut st, regs),
-            TDH_MNG_CREATE => td::tdh_mng_create(&mut st, regs),
-            TDH_MNG_KEY_CONFIG => td::tdh_mng_key_config(&mut st, lp, regs),
-            TDH_MNG_ADDCX => td::tdh_mng_addcx(&mut st, regs),
-            TDH_MNG_INIT => td::tdh_mng_init(&mut st, regs),
-            TDH_MNG_RD => td::tdh_mng_rd(&mut st, regs),
-            TDH_MNG_WR => td::tdh_mng_wr(&mut st, regs),
-            TDH_VP_CREATE => td::tdh_vp_create(&mut st, regs),
-            TDH_VP_ADDCX => td::tdh_vp_addcx(&mut st, regs),
-            TDH_VP_INIT => td::tdh_vp_init(&mut st, lp, regs),
-            TDH_VP_RD => td::tdh_vp_rd(&mut st, regs),
-            TDH_VP_WR => td::tdh_vp_wr(&mut st, regs),
-            TDH_VP_FLUSH => td::tdh_vp_flush(&mut st, lp, regs),
-            TDH_MNG_VPFLUSHDONE => td::tdh_mng_vpflushdone(&mut st, regs),
-            TDH_PHYMEM_CACHE_WB => td::tdh_phymem_cache_wb(&mut st, lp, regs),
-            TDH_MNG_KEY_FREEID => td::tdh_mng_key_freeid(&mut st, regs),
-            TDH_MNG_KEY_RECLAIMID => Ok(0),
-            TDH_PHYMEM_PAGE_RECLAIM => td::tdh_phymem_page_reclaim(&mut st, regs),
-            TDH_PHYMEM_PAGE_WBINVD => td::tdh_phymem_page_wbinvd(&mut st, regs),
-            TDH_PHYMEM_PAGE_RDMD => td::tdh_phymem_page_rdmd(&mut st, regs),
-            TDH_MEM_SEPT_ADD => mem::tdh_mem_sept_add(&mut st, version, regs),
-            TDH_MEM_PAGE_ADD => mem::tdh_mem_page_add(&mut st, regs),
-            TDH_MR_EXTEND => mem::tdh_mr_extend(&mut st, regs),
-            TDH_MR_FINALIZE => mem::tdh_mr_finalize(&mut st, regs),
-            TDH_MEM_PAGE_AUG => mem::tdh_mem_page_aug(&mut st, regs),
-            TDH_MEM_RANGE_BLOCK => mem::tdh_mem_range_block(&mut st, regs),
-            TDH_MEM_TRACK => mem::tdh_mem_track(&mut st, regs),
-            TDH_MEM_RANGE_UNBLOCK => mem::tdh_mem_range_unblock(&mut st, regs),
-            TDH_MEM_PAGE_REMOVE => mem::tdh_mem_page_remove(&mut st, regs),
-            TDH_MEM_SEPT_REMOVE => mem::tdh_mem_sept_remove(&mut st, regs),
-            TDH_MEM_SEPT_RD => mem::tdh_mem_sept_rd(&mut st, regs),
-            // Leaves of the numbering that this emulator does not implement (SYS.INFO, MEM.RD/WR,
-            // PROMOTE/DEMOTE/RELOCATE, SEPT.WR, SYS.LP.SHUTDOWN, ...).
-            _ => Err(abi_shim::status(OPERAND_INVALID, OP_RAX)),
+        let mut ctx = Ctx {
+            lp,
+            pkg: self.package_of(lp),
+            version,
+            held: Held::default(),
+            on_exit: Vec::new(),
         };
-        match r {
-            Ok(s) | Err(s) => s,
+        let result = {
+            let mut st = self.lock();
+            // Before SYS_READY only the SYS init/enumeration leaves pass (an unknown leaf
+            // number included: it is refused after this check).
+            let sys_leaf = matches!(
+                leaf_no,
+                leaf::SYS_INIT
+                    | leaf::SYS_LP_INIT
+                    | leaf::SYS_RD
+                    | leaf::SYS_RDALL
+                    | leaf::SYS_INFO
+                    | leaf::SYS_CONFIG
+                    | leaf::SYS_KEY_CONFIG
+                    | leaf::SYS_LP_SHUTDOWN
+                    | leaf::SYS_UPDATE
+            );
+            if !sys_leaf && st.sys != SysState::SysReady {
+                return codes::code(StatusCode::SYS_NOT_READY);
+            }
+            let Some(handler) = handler_of(leaf_no) else {
+                return state::invalid(OperandId::RAX);
+            };
+            if let Some(forced) = self.faults.take_seamcall(leaf_no) {
+                return forced;
+            }
+            let r = handler(self, &mut ctx, &mut st, regs);
+            if ctx.held.locks.is_empty() && ctx.on_exit.is_empty() {
+                return r.unwrap_or_else(|e| e);
+            }
+            r
+        };
+        // The locks stay held for a short window after the effects (see `locks`).
+        self.faults.maybe_pause(leaf_no);
+        if self.in_flight.load(Ordering::SeqCst) > 1 {
+            std::thread::yield_now();
         }
+        let mut st = self.lock();
+        for e in ctx.on_exit.drain(..) {
+            e.apply(&mut st);
+        }
+        ctx.held.release_all(&mut st.locks);
+        result.unwrap_or_else(|e| e)
     }
+}
+
+type Handler = fn(&EmulatedModule, &mut Ctx, &mut State, &mut Regs) -> LeafResult;
+
+fn handler_of(leaf_no: u16) -> Option<Handler> {
+    use leaf::*;
+    Some(match leaf_no {
+        SYS_INIT => sys::tdh_sys_init,
+        SYS_LP_INIT => sys::tdh_sys_lp_init,
+        SYS_RD => sys::tdh_sys_rd,
+        SYS_RDALL => sys::tdh_sys_rdall,
+        SYS_CONFIG => sys::tdh_sys_config,
+        SYS_KEY_CONFIG => sys::tdh_sys_key_config,
+        SYS_TDMR_INIT => sys::tdh_sys_tdmr_init,
+        MNG_CREATE => td::tdh_mng_create,
+        MNG_KEY_CONFIG => td::tdh_mng_key_config,
+        MNG_ADDCX => td::tdh_mng_addcx,
+        MNG_INIT => td::tdh_mng_init,
+        MNG_RD => td::tdh_mng_rd,
+        MNG_WR => td::tdh_mng_wr,
+        VP_CREATE => td::tdh_vp_create,
+        VP_ADDCX => td::tdh_vp_addcx,
+        VP_INIT => td::tdh_vp_init,
+        VP_RD => td::tdh_vp_rd,
+        VP_WR => td::tdh_vp_wr,
+        VP_FLUSH => td::tdh_vp_flush,
+        MNG_VPFLUSHDONE => td::tdh_mng_vpflushdone,
+        PHYMEM_CACHE_WB => td::tdh_phymem_cache_wb,
+        MNG_KEY_FREEID => td::tdh_mng_key_freeid,
+        MNG_KEY_RECLAIMID => td::tdh_mng_key_reclaimid,
+        PHYMEM_PAGE_RECLAIM => td::tdh_phymem_page_reclaim,
+        PHYMEM_PAGE_WBINVD => td::tdh_phymem_page_wbinvd,
+        PHYMEM_PAGE_RDMD => td::tdh_phymem_page_rdmd,
+        MEM_SEPT_ADD => mem::tdh_mem_sept_add,
+        MEM_PAGE_ADD => mem::tdh_mem_page_add,
+        MR_EXTEND => mem::tdh_mr_extend,
+        MR_FINALIZE => mem::tdh_mr_finalize,
+        MEM_PAGE_AUG => mem::tdh_mem_page_aug,
+        MEM_RANGE_BLOCK => mem::tdh_mem_range_block,
+        MEM_RANGE_UNBLOCK => mem::tdh_mem_range_unblock,
+        MEM_TRACK => mem::tdh_mem_track,
+        MEM_PAGE_REMOVE => mem::tdh_mem_page_remove,
+        MEM_SEPT_REMOVE => mem::tdh_mem_sept_remove,
+        MEM_SEPT_RD => mem::tdh_mem_sept_rd,
+        VP_ENTER => guest::tdh_vp_enter,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

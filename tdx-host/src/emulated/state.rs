@@ -1,96 +1,19 @@
-//! The module's global state: platform, KOT, PAMT, TDs, vCPUs and SEPT pages, and the common
-//! checks leaves share (`helpers.c` of the module).
+//! The module's objects (emulation-notes.md §3.3): platform state, LPs, KOT, TDMRs with their
+//! PAMT, TDs (TDR + TDCS) and vCPUs (TDVPS), and the checks that several leaves share.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, VecDeque};
 
 use tdx_abi::call::Regs;
-use tdx_abi::measure::MrtdBuilder;
+use tdx_abi::measure::{Measurement, MrtdBuilder};
+use tdx_abi::status::TdxStatus;
 
-use super::abi_shim::*;
-use super::arena::Arena;
-use super::sept;
+use super::codes::{self, with_operand, OperandId, StatusCode};
+use super::locks::{Held, LockKey, LockTable, Mode};
+use super::phys::PhysicalMemory;
+use super::sept::Sept;
 
-/// PAMT page type (tdx-module-abi.md §7.5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum PamtPageType {
-    /// PT_NDA (0): free.
-    Nda = 0,
-    /// PT_RSVD (1): TDMR reserved area or PAMT.
-    Rsvd = 1,
-    /// PT_REG (3): TD private data page.
-    Reg = 3,
-    /// PT_TDR (4).
-    Tdr = 4,
-    /// PT_TDCX (5): TDCS page or TDVPS page other than the TDVPR.
-    Tdcx = 5,
-    /// PT_TDVPR (6).
-    Tdvpr = 6,
-    /// PT_EPT (8): Secure-EPT page.
-    Ept = 8,
-}
-
-/// Key Ownership Table state of one HKID (tdx-module-abi.md §7.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum KotState {
-    /// FREE (0).
-    Free = 0,
-    /// ASSIGNED (1) to a TD by TDH.MNG.CREATE.
-    Assigned = 1,
-    /// FLUSHED (2) by TDH.MNG.VPFLUSHDONE, waiting for TDH.PHYMEM.CACHE.WB.
-    Flushed = 2,
-    /// RESERVED (3): the global private HKID of TDH.SYS.CONFIG.
-    Reserved = 3,
-}
-
-impl From<PamtPageType> for tdx_abi::state::PamtPageType {
-    /// The architectural (open) value of a page type the emulator tracks.
-    fn from(t: PamtPageType) -> Self {
-        tdx_abi::state::PamtPageType::from_raw(t as u64)
-    }
-}
-
-impl From<KotState> for tdx_abi::state::KotState {
-    /// The architectural (open) value of a KOT state the emulator tracks.
-    fn from(s: KotState) -> Self {
-        tdx_abi::state::KotState::from_raw(s as u8)
-    }
-}
-
-#[cfg(test)]
-mod abi_agreement {
-    use super::{KotState, PamtPageType};
-    use tdx_abi::state as abi;
-
-    #[test]
-    fn emulator_states_have_the_architectural_values() {
-        let pt: [(PamtPageType, abi::PamtPageType); 7] = [
-            (PamtPageType::Nda, abi::PamtPageType::PT_NDA),
-            (PamtPageType::Rsvd, abi::PamtPageType::PT_RSVD),
-            (PamtPageType::Reg, abi::PamtPageType::PT_REG),
-            (PamtPageType::Tdr, abi::PamtPageType::PT_TDR),
-            (PamtPageType::Tdcx, abi::PamtPageType::PT_TDCX),
-            (PamtPageType::Tdvpr, abi::PamtPageType::PT_TDVPR),
-            (PamtPageType::Ept, abi::PamtPageType::PT_EPT),
-        ];
-        for (e, a) in pt {
-            assert_eq!(abi::PamtPageType::from(e), a);
-        }
-        let kot: [(KotState, abi::KotState); 4] = [
-            (KotState::Free, abi::KotState::FREE),
-            (KotState::Assigned, abi::KotState::ASSIGNED),
-            (KotState::Flushed, abi::KotState::FLUSHED),
-            (KotState::Reserved, abi::KotState::RESERVED),
-        ];
-        for (e, a) in kot {
-            assert_eq!(abi::KotState::from(e), a);
-        }
-    }
-}
-
-/// Platform state (`sysinit_state_e`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Module state (`sysinit_state_e`, tdx-module-abi.md §7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SysState {
     SysinitPending = 0,
     SysinitDone = 1,
@@ -98,60 +21,151 @@ pub(crate) enum SysState {
     SysReady = 3,
 }
 
-/// TD lifecycle (tdx-module-abi.md §7.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Lifecycle {
-    HkidAssigned = 0,
-    KeysConfigured = 1,
-    Blocked = 2,
-    Teardown = 3,
+/// PAMT page types (§7.5), raw values.
+pub(crate) mod pt {
+    pub(crate) const NDA: u8 = 0;
+    pub(crate) const RSVD: u8 = 1;
+    pub(crate) const REG: u8 = 3;
+    pub(crate) const TDR: u8 = 4;
+    pub(crate) const TDCX: u8 = 5;
+    pub(crate) const TDVPR: u8 = 6;
+    pub(crate) const EPT: u8 = 8;
+    /// Emulator-internal: a 4K entry of a TDMR whose PAMT block is not initialised yet.
+    pub(crate) const UNINIT: u8 = 0xFF;
 }
 
-/// OP_STATE values used by a non-migrating TD (§7.3).
-pub(crate) const OP_UNINITIALIZED: u8 = 0;
-pub(crate) const OP_INITIALIZED: u8 = 1;
-pub(crate) const OP_RUNNABLE: u8 = 2;
+/// KOT entry states (§7.1).
+pub(crate) mod kot {
+    pub(crate) const FREE: u8 = 0;
+    pub(crate) const ASSIGNED: u8 = 1;
+    pub(crate) const FLUSHED: u8 = 2;
+    pub(crate) const RESERVED: u8 = 3;
+}
+
+/// TD lifecycle states (§7.2).
+pub(crate) mod lc {
+    pub(crate) const HKID_ASSIGNED: u8 = 0;
+    pub(crate) const KEYS_CONFIGURED: u8 = 1;
+    pub(crate) const BLOCKED: u8 = 2;
+    pub(crate) const TEARDOWN: u8 = 3;
+}
+
+/// OP_STATE values (§7.3).
+pub(crate) mod ops {
+    pub(crate) const UNINITIALIZED: u8 = 0;
+    pub(crate) const INITIALIZED: u8 = 1;
+    pub(crate) const RUNNABLE: u8 = 2;
+}
 
 /// vCPU states (§7.4).
-pub(crate) const VCPU_UNINITIALIZED: u8 = 0x0;
-pub(crate) const VCPU_READY: u8 = 0x2;
-pub(crate) const VCPU_ACTIVE: u8 = 0x4;
-
-/// TDCS pages (`TDCS_BASE_SIZE / 4096`) and the maximum with L2 VMs.
-pub(crate) const MIN_TDCS_PAGES: usize = 6;
-pub(crate) const MAX_TDCS_PAGES: usize = 9;
-/// TDVPS pages (TDVPR + 5 TDCX).
-pub(crate) const TDVPS_PAGES: usize = 6;
-/// Index of the SEPT root among the TDCS pages (§5.17).
-pub(crate) const TDCS_SEPT_ROOT_PAGE: usize = 3;
-
-/// One PAMT entry (module-internal; kept in a sparse map, absent = NDA).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct PamtEntry {
-    pub(crate) ty: PamtPageType,
-    /// Owner TDR PA (0 for a TDR or a free page).
-    pub(crate) owner: u64,
-    /// TD epoch at blocking time.
-    pub(crate) bepoch: u64,
-    /// Page size of the mapping this 4 KiB frame belongs to (0 = 4K, 1 = 2M).
-    pub(crate) level: u8,
-    /// First frame of that mapping.
-    pub(crate) head: u64,
+pub(crate) mod vs {
+    pub(crate) const UNINITIALIZED: u8 = 0x0;
+    pub(crate) const READY: u8 = 0x2;
+    pub(crate) const ACTIVE: u8 = 0x4;
 }
 
-/// One TDMR as accepted by TDH.SYS.CONFIG.
-#[derive(Clone, Debug)]
+/// One PAMT entry (4 KiB granularity; a 2 MiB page marks its 512 entries with size 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PamtEntry {
+    pub(crate) ty: u8,
+    /// 0 = 4K, 1 = 2M.
+    pub(crate) size: u8,
+    /// Owner TDR PA (0 for TDR pages and free pages).
+    pub(crate) owner: u64,
+    pub(crate) bepoch: u64,
+}
+
+impl PamtEntry {
+    pub(crate) const UNINIT_PUBLIC: PamtEntry = PamtEntry {
+        ty: pt::UNINIT,
+        size: 0,
+        owner: 0,
+        bepoch: 0,
+    };
+}
+
+/// A configured TDMR and its PAMT.
+#[derive(Debug)]
 pub(crate) struct Tdmr {
     pub(crate) base: u64,
     pub(crate) size: u64,
-    /// Absolute [start, end) ranges that are PT_RSVD: reserved areas and PAMT blocks.
+    /// Reserved areas (absolute base, size).
     pub(crate) reserved: Vec<(u64, u64)>,
-    /// First PA not yet initialised by TDH.SYS.TDMR.INIT.
-    pub(crate) init_upto: u64,
+    /// Bytes from `base` whose PAMT is initialised (TDH.SYS.TDMR.INIT progress).
+    pub(crate) initialized: u64,
+    pub(crate) pamt: Vec<PamtEntry>,
 }
 
-/// TD configuration from TD_PARAMS.
-#[derive(Clone, Debug)]
+/// One HKID in the key ownership table.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct KotEntry {
+    pub(crate) state: u8,
+    /// Packages that still need TDH.PHYMEM.CACHE.WB for this HKID.
+    pub(crate) wbinvd_pending: u64,
+}
+
+/// A TD exit the scripted engine queued for the next TDH.VP.ENTER.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PendingExit {
+    /// TDG.VP.VMCALL: the guest's registers and the GPR select mask.
+    Vmcall { regs: Regs, mask: u64 },
+    /// Asynchronous exit: VMX exit reason, qualification, extended qualification, GPA.
+    Async {
+        reason: u32,
+        qual: u64,
+        ext_qual: u64,
+        gpa: u64,
+    },
+}
+
+/// LAST_TD_EXIT of a vCPU (§7.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum LastExit {
+    #[default]
+    AsyncFault,
+    AsyncTrap,
+    TdVmCall,
+}
+
+/// TDVPS.
+#[derive(Debug)]
+pub(crate) struct Vcpu {
+    /// PEND_NMI: the host asked for an NMI to be injected at the next entry.
+    pub(crate) pend_nmi: bool,
+    pub(crate) last_exit: LastExit,
+    pub(crate) tdr: u64,
+    pub(crate) tdcx: Vec<u64>,
+    pub(crate) state: u8,
+    pub(crate) assoc_lp: Option<u32>,
+    pub(crate) index: u32,
+    /// Guest GPRs (architectural order RAX..R15, RSP slot unused).
+    pub(crate) gprs: [u64; 16],
+    pub(crate) ve_info: VeInfoState,
+    pub(crate) exits: VecDeque<PendingExit>,
+    /// Mask of the TDG.VP.VMCALL the host is answering with the next VP.ENTER.
+    pub(crate) vmcall_in_progress: Option<u64>,
+    /// The host's answer to the last TDG.VP.VMCALL (set by VP.ENTER).
+    pub(crate) vmcall_response: Option<Regs>,
+    /// Epoch sampled by the last VP.ENTER.
+    pub(crate) epoch: u64,
+    pub(crate) vp_enter_count: u64,
+}
+
+/// VE_INFO of a vCPU (tdx-module-abi.md §5.7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct VeInfoState {
+    pub(crate) valid: bool,
+    pub(crate) exit_reason: u32,
+    pub(crate) exit_qualification: u64,
+    pub(crate) gla: u64,
+    pub(crate) gpa: u64,
+    pub(crate) eptp_index: u16,
+    pub(crate) instruction_length: u32,
+    pub(crate) instruction_info: u32,
+}
+
+/// TD-scope configuration stored by TDH.MNG.INIT.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct TdConfig {
     pub(crate) attributes: u64,
     pub(crate) xfam: u64,
@@ -159,165 +173,125 @@ pub(crate) struct TdConfig {
     pub(crate) eptp_controls: u64,
     pub(crate) config_flags: u64,
     pub(crate) tsc_frequency: u16,
-    pub(crate) mrconfigid: [u8; 48],
-    pub(crate) mrowner: [u8; 48],
-    pub(crate) mrownerconfig: [u8; 48],
+    pub(crate) gpaw52: bool,
+    pub(crate) mrconfigid: Measurement,
+    pub(crate) mrowner: Measurement,
+    pub(crate) mrownerconfig: Measurement,
+    pub(crate) cpuid_values: Vec<[u32; 4]>,
 }
 
-impl Default for TdConfig {
-    fn default() -> Self {
-        TdConfig {
-            attributes: 0,
-            xfam: 0,
-            max_vcpus: 0,
-            eptp_controls: 6 | (3 << 3),
-            config_flags: 0,
-            tsc_frequency: 0,
-            mrconfigid: [0; 48],
-            mrowner: [0; 48],
-            mrownerconfig: [0; 48],
-        }
-    }
-}
-
-impl TdConfig {
-    /// True for GPAW 52 (CONFIG_FLAGS bit 0).
-    pub(crate) fn gpaw52(&self) -> bool {
-        self.config_flags & 1 != 0
-    }
-    /// GPA width in bits.
-    pub(crate) fn gpaw_bits(&self) -> u32 {
-        if self.gpaw52() {
-            52
-        } else {
-            48
-        }
-    }
-    /// Page-walk levels of the SEPT (4 or 5).
-    pub(crate) fn pwl(&self) -> u8 {
-        (((self.eptp_controls >> 3) & 7) + 1) as u8
-    }
-}
-
-/// A TD: TDR and TDCS contents.
+/// TDR + TDCS of one TD.
+#[derive(Debug)]
 pub(crate) struct Td {
-    pub(crate) hkid: u16,
-    pub(crate) lifecycle: Lifecycle,
+    // TDR
     pub(crate) fatal: bool,
+    pub(crate) lifecycle: u8,
+    pub(crate) hkid: u16,
     pub(crate) pkg_config_bitmap: u64,
     pub(crate) tdcx: Vec<u64>,
     pub(crate) chldcnt: u64,
+    // TDCS
     pub(crate) op_state: u8,
-    pub(crate) cfg: TdConfig,
-    pub(crate) mrtd_builder: Option<MrtdBuilder>,
-    pub(crate) mrtd: [u8; 48],
-    pub(crate) rtmr: [[u8; 48]; 4],
+    pub(crate) config: TdConfig,
+    pub(crate) td_ctls: u64,
+    pub(crate) notify_enables: u64,
     pub(crate) num_vcpus: u32,
     pub(crate) num_assoc_vcpus: u32,
-    pub(crate) epoch: u64,
-    /// Running vCPUs per epoch parity (`refcount[epoch & 1]`).
+    pub(crate) td_epoch: u64,
     pub(crate) refcount: [u64; 2],
-    pub(crate) notify_enables: u64,
-    pub(crate) td_ctls: u64,
+    pub(crate) mrtd_builder: Option<MrtdBuilder>,
+    pub(crate) mrtd: Measurement,
+    pub(crate) rtmr: [Measurement; 4],
+    pub(crate) sept: Sept,
 }
 
 impl Td {
     pub(crate) fn new(hkid: u16) -> Self {
         Td {
-            hkid,
-            lifecycle: Lifecycle::HkidAssigned,
             fatal: false,
+            lifecycle: lc::HKID_ASSIGNED,
+            hkid,
             pkg_config_bitmap: 0,
             tdcx: Vec::new(),
             chldcnt: 0,
-            op_state: OP_UNINITIALIZED,
-            cfg: TdConfig::default(),
-            mrtd_builder: None,
-            mrtd: [0; 48],
-            rtmr: [[0; 48]; 4],
+            op_state: ops::UNINITIALIZED,
+            config: TdConfig::default(),
+            td_ctls: 0,
+            notify_enables: 0,
             num_vcpus: 0,
             num_assoc_vcpus: 0,
-            epoch: 1,
+            td_epoch: 1,
             refcount: [0; 2],
-            notify_enables: 0,
-            td_ctls: 0,
+            mrtd_builder: None,
+            mrtd: Measurement::ZERO,
+            rtmr: [Measurement::ZERO; 4],
+            sept: Sept::default(),
         }
     }
 
-    /// The SEPT root page (TDCS page 3), once allocated.
-    pub(crate) fn sept_root(&self) -> Option<u64> {
-        self.tdcx.get(TDCS_SEPT_ROOT_PAGE).copied()
+    /// "Tracked" (`is_tlb_tracked`): the blocking epoch is older than the previous epoch, or is
+    /// the previous epoch and no vCPU still runs in it.
+    pub(crate) fn is_tracked(&self, bepoch: u64) -> bool {
+        let prev = self.td_epoch.saturating_sub(1);
+        bepoch < prev || (bepoch == prev && self.refcount[(prev & 1) as usize] == 0)
     }
 }
 
-/// #VE information (TDVPS VE_INFO, §5.7).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct VeInfo {
-    pub(crate) exit_reason: u32,
-    pub(crate) valid: bool,
-    pub(crate) exit_qualification: u64,
-    pub(crate) gla: u64,
-    pub(crate) gpa: u64,
-    pub(crate) eptp_index: u16,
-}
+/// Number of TDCS pages (`TDCS_BASE_SIZE / 4096`, 1.5.01).
+pub(crate) const MIN_TDCX: usize = 6;
+/// Number of TDVPS pages including TDVPR (`TDVPS_BASE_SIZE / 4096`).
+pub(crate) const MIN_TDVPS_PAGES: usize = 6;
+/// Maximum TDVPS pages.
+pub(crate) const MAX_TDVPS_PAGES: usize = 15;
 
-/// A vCPU: TDVPS contents.
-pub(crate) struct Vcpu {
-    pub(crate) tdr: u64,
-    pub(crate) tdcx: Vec<u64>,
-    pub(crate) state: u8,
-    pub(crate) index: u32,
-    pub(crate) assoc_lp: Option<u32>,
-    /// True while TDH.VP.ENTER is in progress (the TD runs); the TDVPR and TDR are then held
-    /// shared.
-    pub(crate) running: bool,
-    /// Epoch sampled at the last entry.
-    pub(crate) entry_epoch: u64,
-    pub(crate) gprs: Regs,
-    pub(crate) ve_info: VeInfo,
-}
-
-/// The whole module state, behind one mutex (each leaf is atomic with respect to others;
-/// long-held locks — a running vCPU — are modelled explicitly, see `held_shared`).
+/// Everything the module keeps, guarded by one mutex in [`super::EmulatedModule`].
+#[derive(Debug)]
 pub(crate) struct State {
-    #[allow(dead_code)]
-    pub(crate) num_lps: u32,
-    pub(crate) lps_per_package: u32,
-    pub(crate) num_packages: u32,
-    pub(crate) first_tdx_hkid: u16,
-    pub(crate) num_tdx_hkids: u16,
-    /// First HKID bit in a PA (HKID bits are `hkid_shift..52`).
-    pub(crate) hkid_shift: u32,
-    pub(crate) cmrs: Vec<(u64, u64)>,
-    pub(crate) sys_state: SysState,
+    pub(crate) sys: SysState,
     pub(crate) lp_init: Vec<bool>,
-    pub(crate) pkg_key_config: Vec<bool>,
-    pub(crate) global_hkid: Option<u16>,
+    pub(crate) pkg_key_configured: Vec<bool>,
     pub(crate) tdmrs: Vec<Tdmr>,
-    /// Sparse PAMT keyed by PA >> 12; absent = PT_NDA (inside initialised, non-reserved TDMR
-    /// memory).
-    pub(crate) pamt: BTreeMap<u64, PamtEntry>,
-    /// KOT indexed by HKID (all HKIDs below first+num; only the TDX range is used).
-    pub(crate) kot: Vec<(KotState, u64)>,
-    pub(crate) tds: HashMap<u64, Td>,
-    pub(crate) vcpus: HashMap<u64, Vcpu>,
-    /// SEPT pages (and the TDCS root page) by PA.
-    pub(crate) sept_pages: HashMap<u64, Box<[u64; sept::ENTRIES]>>,
-    /// Frames written by the host while TD-owned: the TD's next access is fatal.
-    pub(crate) poisoned: HashSet<u64>,
-    pub(crate) arena: std::sync::Arc<Arena>,
+    pub(crate) global_hkid: Option<u16>,
+    pub(crate) kot: Vec<KotEntry>,
+    pub(crate) tds: BTreeMap<u64, Td>,
+    pub(crate) vcpus: BTreeMap<u64, Vcpu>,
+    pub(crate) locks: LockTable,
 }
 
-/// Result of a leaf body: `Ok(status)` for success-class completions, `Err(status)` for errors.
-pub(crate) type LeafResult = Result<u64, u64>;
-
-/// Error helper: the status with an operand id (or other low bits).
-pub(crate) fn fail<T>(code: u32, low: u32) -> Result<T, u64> {
-    Err(status(code, low))
+/// Platform constants the state needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geometry {
+    pub(crate) first_hkid: u16,
+    pub(crate) num_hkids: u16,
+    /// First HKID bit of a physical address.
+    pub(crate) hkid_shift: u32,
+    pub(crate) num_packages: u32,
+    pub(crate) lps_per_package: u32,
 }
 
-impl State {
-    /// Bitmap with one bit per package.
+impl Geometry {
+    /// True if `pa` has bits set at or above the HKID bits.
+    pub(crate) fn has_hkid_bits(&self, pa: u64) -> bool {
+        pa >> self.hkid_shift != 0
+    }
+    pub(crate) fn is_private_hkid(&self, hkid: u64) -> bool {
+        hkid >= u64::from(self.first_hkid)
+            && hkid < u64::from(self.first_hkid) + u64::from(self.num_hkids)
+    }
+    /// `shared_hpa_check_with_pwr_2_alignment`: aligned, below MAX_PA (2^52), HKID bits naming
+    /// a shared (non-TDX) KeyID. Returns the PA without its HKID bits.
+    pub(crate) fn shared_hpa(&self, pa: u64, align: u64) -> Option<u64> {
+        let hkid_mask = ((1u64 << 52) - 1) & !((1u64 << self.hkid_shift) - 1);
+        let hkid = (pa & hkid_mask) >> self.hkid_shift;
+        (pa % align == 0 && pa >> 52 == 0 && hkid < u64::from(self.first_hkid))
+            .then_some(pa & !hkid_mask)
+    }
+
+    /// Clears the HKID bits (`hkid_mask`) of a PA, keeping any bits above MAX_PA.
+    pub(crate) fn strip_hkid(&self, pa: u64) -> u64 {
+        pa & !(((1u64 << 52) - 1) & !((1u64 << self.hkid_shift) - 1))
+    }
+
     pub(crate) fn all_packages(&self) -> u64 {
         if self.num_packages >= 64 {
             u64::MAX
@@ -325,171 +299,189 @@ impl State {
             (1u64 << self.num_packages) - 1
         }
     }
+}
 
-    /// The package of an LP.
-    pub(crate) fn package_of(&self, lp: u32) -> u32 {
-        lp / self.lps_per_package.max(1)
-    }
+/// Where a page's PAMT entry lives: (TDMR index, entry index).
+pub(crate) type PamtLoc = (usize, usize);
 
-    /// True if `hkid` is a TDX private HKID.
-    pub(crate) fn is_private_hkid(&self, hkid: u64) -> bool {
-        let first = u64::from(self.first_tdx_hkid);
-        hkid >= first && hkid < first + u64::from(self.num_tdx_hkids)
-    }
-
-    /// The TDMR containing `pa`.
-    pub(crate) fn tdmr_of(&self, pa: u64) -> Option<&Tdmr> {
-        self.tdmrs
-            .iter()
-            .find(|t| pa >= t.base && pa - t.base < t.size)
-    }
-
-    /// The PAMT type of the 4 KiB frame at `pa`, `None` outside TDMRs or before its PAMT block
-    /// is initialised.
-    pub(crate) fn page_type(&self, pa: u64) -> Option<PamtPageType> {
-        let t = self.tdmr_of(pa)?;
-        if pa >= t.init_upto {
-            return None;
-        }
-        if t.reserved.iter().any(|&(s, e)| pa >= s && pa < e) {
-            return Some(PamtPageType::Rsvd);
-        }
-        Some(
-            self.pamt
-                .get(&(pa >> 12))
-                .map_or(PamtPageType::Nda, |e| e.ty),
-        )
-    }
-
-    /// The PAMT entry of a frame (an NDA entry if absent).
-    pub(crate) fn pamt_entry(&self, pa: u64) -> PamtEntry {
-        self.pamt.get(&(pa >> 12)).copied().unwrap_or(PamtEntry {
-            ty: PamtPageType::Nda,
-            owner: 0,
-            bepoch: 0,
-            level: 0,
-            head: pa & !0xFFF,
-        })
-    }
-
-    /// Sets the PAMT entry of the frame at `pa` (NDA removes it).
-    pub(crate) fn set_pamt(&mut self, pa: u64, ty: PamtPageType, owner: u64, level: u8, head: u64) {
-        if ty == PamtPageType::Nda {
-            self.pamt.remove(&(pa >> 12));
-        } else {
-            self.pamt.insert(
-                pa >> 12,
-                PamtEntry {
-                    ty,
-                    owner,
-                    bepoch: 0,
-                    level,
-                    head,
-                },
-            );
+impl State {
+    pub(crate) fn new(g: &Geometry) -> Self {
+        let lps = (g.num_packages * g.lps_per_package) as usize;
+        State {
+            sys: SysState::SysinitPending,
+            lp_init: vec![false; lps],
+            pkg_key_configured: vec![false; g.num_packages as usize],
+            tdmrs: Vec::new(),
+            global_hkid: None,
+            kot: vec![KotEntry::default(); g.num_hkids as usize],
+            tds: BTreeMap::new(),
+            vcpus: BTreeMap::new(),
+            locks: LockTable::default(),
         }
     }
 
-    /// True if the PAMT lock of the frame is held shared by a long-running operation (a vCPU in
-    /// TDH.VP.ENTER holds its TDVPR and, implicitly, its TDR).
-    pub(crate) fn held_shared(&self, pa: u64) -> bool {
-        if let Some(v) = self.vcpus.get(&pa) {
-            if v.running {
-                return true;
+    /// PAMT location of a 4K-aligned PA, if inside an initialised part of a TDMR.
+    pub(crate) fn pamt_loc(&self, pa: u64) -> Option<PamtLoc> {
+        for (i, t) in self.tdmrs.iter().enumerate() {
+            if pa >= t.base && pa - t.base < t.size {
+                let off = pa - t.base;
+                // TDH.SYS.TDMR.INIT makes memory usable 1 GiB block by block.
+                if off >= t.initialized & !((1u64 << 30) - 1) {
+                    return None;
+                }
+                return Some((i, (off / 4096) as usize));
             }
         }
-        self.tds.contains_key(&pa) && self.vcpus.values().any(|v| v.running && v.tdr == pa)
+        None
     }
 
-    /// Explicit page operand check (`check_and_lock_explicit_4k_private_hpa`): 4 KiB aligned,
-    /// no HKID bits, inside an initialised TDMR, lock, then the expected PAMT type.
-    pub(crate) fn check_page(
-        &self,
+    pub(crate) fn pamt(&self, loc: PamtLoc) -> &PamtEntry {
+        &self.tdmrs[loc.0].pamt[loc.1]
+    }
+
+    pub(crate) fn pamt_mut(&mut self, loc: PamtLoc) -> &mut PamtEntry {
+        &mut self.tdmrs[loc.0].pamt[loc.1]
+    }
+
+    /// The PAMT entry of `pa`, if any (introspection).
+    pub(crate) fn pamt_of(&self, pa: u64) -> Option<PamtEntry> {
+        self.pamt_loc(pa & !0xFFF).map(|l| *self.pamt(l))
+    }
+
+    /// Sets type/owner/size of `pages` consecutive entries from `pa` (all inside one TDMR,
+    /// checked by the caller) and the TD-owner bits of physical memory.
+    pub(crate) fn set_pages(
+        &mut self,
+        mem: &PhysicalMemory,
         pa: u64,
-        operand: u32,
-        want: PamtPageType,
-        exclusive: bool,
-    ) -> Result<(), u64> {
-        if pa & 0xFFF != 0 || pa >> self.hkid_shift != 0 {
-            return fail(OPERAND_INVALID, operand);
+        pages: u64,
+        ty: u8,
+        owner: u64,
+        size: u8,
+    ) {
+        for i in 0..pages {
+            if let Some(loc) = self.pamt_loc(pa + i * 4096) {
+                let e = self.pamt_mut(loc);
+                e.ty = ty;
+                e.owner = owner;
+                e.size = size;
+                e.bepoch = 0;
+            }
         }
-        let Some(ty) = self.page_type(pa) else {
-            return fail(OPERAND_ADDR_RANGE_ERROR, operand);
-        };
-        if exclusive && self.held_shared(pa) {
-            return fail(OPERAND_BUSY, operand);
-        }
-        if ty != want {
-            return fail(PAGE_METADATA_INCORRECT, operand);
-        }
-        Ok(())
+        let owned = matches!(ty, pt::REG | pt::TDR | pt::TDCX | pt::TDVPR | pt::EPT);
+        mem.set_owned(pa, pages, owned);
     }
 
-    /// TDR operand check; returns the TDR PA.
-    pub(crate) fn check_tdr(&self, pa: u64, operand: u32, exclusive: bool) -> Result<u64, u64> {
-        self.check_page(pa, operand, PamtPageType::Tdr, exclusive)?;
-        if !self.tds.contains_key(&pa) {
-            return fail(PAGE_METADATA_INCORRECT, operand);
+    /// The explicit-page checks of `check_and_lock_explicit_4k_private_hpa` and
+    /// `check_lock_and_map_explicit_tdr`, in order: 4K aligned and no HKID bits
+    /// (OPERAND_INVALID), inside an initialised TDMR (OPERAND_ADDR_RANGE_ERROR), PAMT lock
+    /// (OPERAND_BUSY), page type (PAGE_METADATA_INCORRECT). All with `operand`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn lock_explicit_page(
+        &mut self,
+        g: &Geometry,
+        held: &mut Held,
+        pa: u64,
+        operand: OperandId,
+        mode: Mode,
+        expected_type: u8,
+    ) -> Result<PamtLoc, TdxStatus> {
+        if pa & 0xFFF != 0 || g.has_hkid_bits(pa) {
+            return codes::err(StatusCode::OPERAND_INVALID, operand);
         }
-        Ok(pa)
+        let Some(loc) = self.pamt_loc(pa) else {
+            return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, operand);
+        };
+        held.lock(&mut self.locks, LockKey::Page(pa), mode, operand)?;
+        let e = self.pamt(loc);
+        if e.ty != expected_type || (expected_type == pt::NDA && e.size != 0) {
+            return codes::err(StatusCode::PAGE_METADATA_INCORRECT, operand);
+        }
+        Ok(loc)
     }
 
-    /// `check_td_in_correct_build_state` + OP_STATE check (§7.2, §7.3): not fatal,
-    /// KEYS_CONFIGURED, TDCS allocated, OP_STATE in `allowed`.
-    pub(crate) fn check_td_state(&self, tdr: u64, allowed: &[u8]) -> Result<(), u64> {
-        let Some(td) = self.tds.get(&tdr) else {
-            return fail(PAGE_METADATA_INCORRECT, OP_TDR);
-        };
+    /// Locks the TDR named by a register and returns its PA after the type check.
+    pub(crate) fn lock_tdr(
+        &mut self,
+        g: &Geometry,
+        held: &mut Held,
+        tdr_pa: u64,
+        operand: OperandId,
+        mode: Mode,
+    ) -> Result<u64, TdxStatus> {
+        self.lock_explicit_page(g, held, tdr_pa, operand, mode, pt::TDR)?;
+        if !self.tds.contains_key(&tdr_pa) {
+            // A PAMT TDR entry without a TD: cannot happen; report as wrong metadata.
+            return codes::err(StatusCode::PAGE_METADATA_INCORRECT, operand);
+        }
+        Ok(tdr_pa)
+    }
+
+    pub(crate) fn td(&self, tdr: u64) -> &Td {
+        &self.tds[&tdr]
+    }
+
+    pub(crate) fn td_mut(&mut self, tdr: u64) -> &mut Td {
+        self.tds.get_mut(&tdr).expect("TD present after lock_tdr")
+    }
+
+    /// `check_state_map_tdcs_and_lock` (§7.2/§7.3): fatal, lifecycle KEYS_CONFIGURED,
+    /// TDCS allocated, then the OP_STATE lock and the leaf's legal OP_STATE set.
+    pub(crate) fn check_td_state(
+        &mut self,
+        held: &mut Held,
+        tdr: u64,
+        op_lock: Option<Mode>,
+        legal: &[u8],
+    ) -> Result<(), TdxStatus> {
+        let td = self.td(tdr);
         if td.fatal {
-            return fail(TD_FATAL, 0);
+            return Err(codes::code(StatusCode::TD_FATAL));
         }
-        if td.lifecycle != Lifecycle::KeysConfigured {
-            return fail(TD_KEYS_NOT_CONFIGURED, 0);
+        if td.lifecycle != lc::KEYS_CONFIGURED {
+            return Err(codes::code(StatusCode::TD_KEYS_NOT_CONFIGURED));
         }
-        if td.tdcx.len() < MIN_TDCS_PAGES {
-            return fail(TDCS_NOT_ALLOCATED, 0);
+        if td.tdcx.len() < MIN_TDCX {
+            return Err(codes::code(StatusCode::TDCS_NOT_ALLOCATED));
         }
-        if !allowed.contains(&td.op_state) {
-            return fail(OP_STATE_INCORRECT, 0);
+        if let Some(m) = op_lock {
+            held.lock(
+                &mut self.locks,
+                LockKey::OpState(tdr),
+                m,
+                OperandId::OP_STATE,
+            )?;
         }
-        Ok(())
-    }
-
-    /// The TD owning `tdr` (callers checked it exists).
-    pub(crate) fn td(&self, tdr: u64) -> Result<&Td, u64> {
-        self.tds
-            .get(&tdr)
-            .ok_or(status(PAGE_METADATA_INCORRECT, OP_TDR))
-    }
-
-    /// Mutable TD.
-    pub(crate) fn td_mut(&mut self, tdr: u64) -> Result<&mut Td, u64> {
-        self.tds
-            .get_mut(&tdr)
-            .ok_or(status(PAGE_METADATA_INCORRECT, OP_TDR))
-    }
-
-    /// TDVPR operand check (type TDVPR); returns the owner TDR.
-    pub(crate) fn check_tdvpr(&self, pa: u64, operand: u32, exclusive: bool) -> Result<u64, u64> {
-        self.check_page(pa, operand, PamtPageType::Tdvpr, exclusive)?;
-        match self.vcpus.get(&pa) {
-            Some(v) => Ok(v.tdr),
-            None => fail(PAGE_METADATA_INCORRECT, operand),
-        }
-    }
-
-    /// A source/parameter page the host owns ("shared HPA"): no HKID bits, inside the arena and
-    /// not owned by a TD.
-    pub(crate) fn check_shared_hpa(&self, pa: u64, len: u64, operand: u32) -> Result<(), u64> {
-        if pa >> self.hkid_shift != 0 || pa.checked_add(len).is_none_or(|e| e > self.arena.size()) {
-            return fail(OPERAND_INVALID, operand);
-        }
-        if matches!(
-            self.page_type(pa),
-            Some(t) if t != PamtPageType::Nda && t != PamtPageType::Rsvd
-        ) {
-            return fail(OPERAND_INVALID, operand);
+        if !legal.contains(&self.td(tdr).op_state) {
+            return Err(codes::code(StatusCode::OP_STATE_INCORRECT));
         }
         Ok(())
     }
+
+    /// Adds `pages` to the owner TD's CHLDCNT.
+    pub(crate) fn chld_add(&mut self, tdr: u64, pages: u64) {
+        if let Some(td) = self.tds.get_mut(&tdr) {
+            td.chldcnt = td.chldcnt.saturating_add(pages);
+        }
+    }
+
+    /// Subtracts `pages` from the owner TD's CHLDCNT.
+    pub(crate) fn chld_sub(&mut self, tdr: u64, pages: u64) {
+        if let Some(td) = self.tds.get_mut(&tdr) {
+            td.chldcnt = td.chldcnt.saturating_sub(pages);
+        }
+    }
+
+    /// The KOT entry of `hkid`, if it is a private HKID.
+    pub(crate) fn kot_mut(&mut self, g: &Geometry, hkid: u16) -> Option<&mut KotEntry> {
+        if !g.is_private_hkid(u64::from(hkid)) {
+            return None;
+        }
+        self.kot.get_mut(usize::from(hkid - g.first_hkid))
+    }
+}
+
+/// Convenience for handlers: an `Err` status with an operand.
+pub(crate) fn invalid(operand: OperandId) -> TdxStatus {
+    with_operand(StatusCode::OPERAND_INVALID, operand)
 }

@@ -1,282 +1,336 @@
-//! Platform leaves: TDH.SYS.INIT, TDH.SYS.LP.INIT, TDH.SYS.RD, TDH.SYS.RDALL, TDH.SYS.CONFIG,
-//! TDH.SYS.KEY.CONFIG, TDH.SYS.TDMR.INIT, and the global metadata table (§5.11).
+//! Platform leaves: TDH.SYS.INIT, LP.INIT, RD, RDALL, CONFIG, KEY.CONFIG, TDMR.INIT, and the
+//! global (SYS-context) metadata of the emulated 1.5.01 module.
 
 use tdx_abi::call::Regs;
+use tdx_abi::metadata::{sys as S, MetadataFieldId, MetadataListWriter};
+use tdx_abi::status::TdxStatus;
 use tdx_abi::tdmr::{CmrInfoEntry, TdmrInfo};
-use tdx_memory::tdmr::{validate, TdmrConstraints};
+use tdx_memory::tdmr::{validate, TdmrConstraints, TdmrValidationErrorKind};
 use zerocopy::FromBytes;
 
-use super::abi_shim::*;
-use super::state::{fail, KotState, LeafResult, State, SysState, Tdmr};
+use super::codes::{self, OperandId, StatusCode};
+use super::state::{kot, pt, PamtEntry, State, SysState, Tdmr};
+use super::{Ctx, EmulatedModule, LeafResult};
 
-/// Bytes of TDMR initialised per TDH.SYS.TDMR.INIT call (1024 PAMT_4K entries).
-pub(crate) const TDMR_INIT_CHUNK: u64 = 4 << 20;
-/// Maximum vCPUs per TD.
-pub(crate) const MAX_VCPUS_PER_TD: u64 = 576;
-/// ATTRIBUTES_FIXED0 of 1.5.01: bits {0, 28, 29, 30, 63}.
-pub(crate) const ATTRIBUTES_FIXED0: u64 = (1 << 0) | (1 << 28) | (1 << 29) | (1 << 30) | (1 << 63);
-/// ATTRIBUTES_FIXED1.
-pub(crate) const ATTRIBUTES_FIXED1: u64 = 0;
-/// XFAM_FIXED0 (bits allowed).
-pub(crate) const XFAM_FIXED0: u64 = 0x6DBE7;
-/// XFAM_FIXED1 (bits required).
-pub(crate) const XFAM_FIXED1: u64 = 0x3;
-/// CONFIG_FLAGS_FIXED0 (GPAW, FLEXIBLE_PENDING_VE, NO_RBP_MOD).
-pub(crate) const CONFIG_FLAGS_FIXED0: u64 = 0x7;
-/// TDX_FEATURES0 advertised: only NO_RBP_MOD (bit 18) — the emulator implements none of the
-/// optional features (migration, service TDs, partitioning, host-priority locks, ...).
-pub(crate) const TDX_FEATURES0: u64 = 1 << 18;
-/// Configurable CPUID leaves of the 1.5.01 build (leaf, subleaf; `u32::MAX` = no subleaf).
-pub(crate) const CPUID_CONFIG_LEAVES: [(u32, u32); 12] = [
-    (1, u32::MAX),
-    (4, 0),
-    (4, 1),
-    (4, 2),
-    (4, 3),
-    (7, 0),
-    (7, 1),
+/// Number of 4K PAMT entries TDH.SYS.TDMR.INIT initialises per call
+/// (`TDMR_4K_PAMT_INIT_COUNT`): 4 MiB of TDMR.
+pub const TDMR_4K_PAMT_INIT_COUNT: u64 = 1024;
+
+/// The configurable CPUID leaves of the emulated module (CPUID_CONFIG_LEAVES, the 1.5.01
+/// order of tdx-module-abi.md §5.1): (leaf, subleaf; `u32::MAX` = no subleaf).
+pub const CPUID_CONFIG_LEAVES: [(u32, u32); 12] = [
+    (0x1, u32::MAX),
+    (0x4, 0),
+    (0x4, 1),
+    (0x4, 2),
+    (0x4, 3),
+    (0x7, 0),
+    (0x7, 1),
     (0xA, u32::MAX),
     (0x1C, u32::MAX),
     (0x8000_0008, u32::MAX),
-    (7, 2),
+    (0x7, 2),
     (0x23, 0),
 ];
-/// Emulator-defined CPUID(1).EAX returned in RDX by TDH.VP.INIT (a Sapphire Rapids stepping).
-pub(crate) const CPUID1_EAX: u64 = 0x0008_06F8;
 
-/// The global metadata (id, value) in iteration order.
-pub(crate) fn global_metadata(st: &State) -> Vec<(u64, u64)> {
-    let mut m: Vec<(u64, u64)> = vec![
-        (0x0000_0002_0000_0000, u64::from(st.num_packages)), // NUM_PKGS
-    ];
-    for p in 0..st.num_packages.min(8) {
-        m.push((0x0000_0002_0000_0001 + u64::from(p), CPUID1_EAX)); // PKG_FMS[p]
+/// Bits of each configurable leaf the VMM may set (CPUID_CONFIG_VALUES, EAX/EBX/ECX/EDX).
+/// Emulator-defined masks (the real ones depend on the CPU): leaf 1 EAX (F/M/S) and the
+/// feature words of leaf 7 are configurable, leaf 0xA (PMU) and 0x23 are not.
+pub const CPUID_CONFIG_VALUES: [[u32; 4]; 12] = [
+    [0x0FFF_3FFF, 0, 0x0000_0000, 0x0000_0000],
+    [0xFFFF_C3FF, 0xFFFF_FFFF, 0xFFFF_FFFF, 0x0000_0007],
+    [0xFFFF_C3FF, 0xFFFF_FFFF, 0xFFFF_FFFF, 0x0000_0007],
+    [0xFFFF_C3FF, 0xFFFF_FFFF, 0xFFFF_FFFF, 0x0000_0007],
+    [0xFFFF_C3FF, 0xFFFF_FFFF, 0xFFFF_FFFF, 0x0000_0007],
+    [0, 0xFFFF_FFFF, 0xFFFF_FFFF, 0xFFFF_FFFF],
+    [0, 0, 0, 0],
+    [0, 0, 0, 0],
+    [0, 0, 0, 0],
+    [0x0000_FFFF, 0, 0, 0],
+    [0, 0, 0, 0],
+    [0, 0, 0, 0],
+];
+
+/// ATTRIBUTES_FIXED0 of 1.5.01: bits {0, 28, 29, 30, 63} may be 1.
+pub const ATTRIBUTES_FIXED0: u64 = (1 << 0) | (1 << 28) | (1 << 29) | (1 << 30) | (1 << 63);
+/// ATTRIBUTES_FIXED1: no bit must be 1.
+pub const ATTRIBUTES_FIXED1: u64 = 0;
+/// XFAM_FIXED0 of 1.5.01.
+pub const XFAM_FIXED0: u64 = 0x6DBE7;
+/// XFAM_FIXED1: x87 and SSE.
+pub const XFAM_FIXED1: u64 = 0x3;
+/// CONFIG_FLAGS_FIXED0: GPAW, FLEXIBLE_PENDING_VE, NO_RBP_MOD.
+pub const CONFIG_FLAGS_FIXED0: u64 = 0x7;
+/// MAX_VCPUS_PER_TD.
+pub const MAX_VCPUS_PER_TD: u64 = 576;
+/// TDX_FEATURES0 of the emulated module: only NO_RBP_MOD (bit 18) of the optional features.
+pub const TDX_FEATURES0: u64 = 1 << 18;
+/// Platform Family/Model/Stepping reported in PKG_FMS and used for CPUID(1).EAX = 0.
+pub const PLATFORM_FMS: u32 = 0x000806F8;
+
+/// Normalises a field ID for a single-element access: ELEMENT_SIZE_CODE, INC_SIZE,
+/// WRITE_MASK_VALID and CONTEXT_CODE are ignored (§5.10). Returns None if LAST_ELEMENT /
+/// LAST_FIELD or the reserved bits are set.
+pub(crate) fn normalize_field_id(id: u64) -> Option<u64> {
+    let reserved = (0xFF << 24) | (0xF << 34) | (0x1FF << 38) | (0x7 << 47) | (1 << 55) | (1 << 62);
+    if id & reserved != 0 {
+        return None;
     }
-    m.extend_from_slice(&[
-        (0x0800_0002_0000_0000, 0x8086),   // VENDOR_ID
-        (0x8800_0002_0000_0001, 20240101), // BUILD_DATE (emulator-defined)
-        (0x8800_0001_0000_0002, 0),        // BUILD_NUM (emulator-defined)
-        (0x0800_0001_0000_0003, 5),        // MINOR_VERSION
-        (0x0800_0001_0000_0004, 1),        // MAJOR_VERSION
-        (0x0800_0001_0000_0005, 1),        // UPDATE_VERSION
-        (0x0800_0001_0000_0006, 0),        // INTERNAL_VERSION
-        (0x0A00_0002_0000_0000, 0),        // SYS_ATTRIBUTES
-        (0x0A00_0000_0000_0001, 1),        // NUM_TDX_FEATURES
-        (0x0A00_0003_0000_0008, TDX_FEATURES0),
-        (0x9000_0001_0000_0000, st.cmrs.len() as u64), // NUM_CMRS
+    Some(id & !((0x3 << 32) | (1 << 50) | (1 << 51) | (0x7 << 52)))
+}
+
+/// The global metadata: (field ID as listed in §5.11, value), in field-ID enumeration order.
+pub(crate) fn sys_metadata(m: &EmulatedModule) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = vec![(S::NUM_PKGS.raw(), u64::from(m.geo.num_packages))];
+    for p in 0..m.geo.num_packages.min(8) {
+        v.push((S::PKG_FMS.raw() + u64::from(p), u64::from(PLATFORM_FMS)));
+    }
+    v.extend_from_slice(&[
+        (S::VENDOR_ID.raw(), 0x8086),
+        (S::BUILD_DATE.raw(), 20230920),
+        (S::BUILD_NUM.raw(), 0x0215),
+        (S::MINOR_VERSION.raw(), 5),
+        (S::MAJOR_VERSION.raw(), 1),
+        (S::UPDATE_VERSION.raw(), 1),
+        (S::INTERNAL_VERSION.raw(), 0),
+        (S::SYS_ATTRIBUTES.raw(), 0),
+        (S::NUM_TDX_FEATURES.raw(), 1),
+        (S::TDX_FEATURES0.raw(), TDX_FEATURES0),
     ]);
-    for (i, &(b, _)) in st.cmrs.iter().enumerate() {
-        m.push((0x9000_0003_0000_0080 + i as u64, b));
+    let cmrs = m.mem.cmrs();
+    v.push((S::NUM_CMRS.raw(), cmrs.len() as u64));
+    for (i, c) in cmrs.iter().enumerate() {
+        v.push((S::CMR_BASE.raw() + i as u64, c.0));
     }
-    for (i, &(_, s)) in st.cmrs.iter().enumerate() {
-        m.push((0x9000_0003_0000_0100 + i as u64, s));
+    for (i, c) in cmrs.iter().enumerate() {
+        v.push((S::CMR_SIZE.raw() + i as u64, c.1));
     }
-    m.extend_from_slice(&[
-        (0x9100_0001_0000_0008, 64),       // MAX_TDMRS
-        (0x9100_0001_0000_0009, 16),       // MAX_RESERVED_PER_TDMR
-        (0x9100_0001_0000_0010, 16),       // PAMT_4K_ENTRY_SIZE
-        (0x9100_0001_0000_0011, 16),       // PAMT_2M_ENTRY_SIZE
-        (0x9100_0001_0000_0012, 16),       // PAMT_1G_ENTRY_SIZE
-        (0x9800_0001_0000_0000, 4096),     // TDR_BASE_SIZE
-        (0x9800_0001_0000_0100, 6 * 4096), // TDCS_BASE_SIZE
-        (0x9800_0001_0000_0101, 4096),     // TDCS_SIZE_PER_L2_VM
-        (0x9800_0001_0000_0200, 6 * 4096), // TDVPS_BASE_SIZE
-        (0x9800_0001_0000_0201, 3 * 4096), // TDVPS_SIZE_PER_L2_VM
-        (0x1900_0003_0000_0000, ATTRIBUTES_FIXED0),
-        (0x1900_0003_0000_0001, ATTRIBUTES_FIXED1),
-        (0x1900_0003_0000_0002, XFAM_FIXED0),
-        (0x1900_0003_0000_0003, XFAM_FIXED1),
-        (0x9900_0001_0000_0004, CPUID_CONFIG_LEAVES.len() as u64), // NUM_CPUID_CONFIG
-        (0x9900_0003_0000_0006, CONFIG_FLAGS_FIXED0),
-        (0x9900_0003_0000_0007, 0),                // CONFIG_FLAGS_FIXED1
-        (0x9900_0001_0000_0008, MAX_VCPUS_PER_TD), // MAX_VCPUS_PER_TD
+    v.extend_from_slice(&[
+        (S::MAX_TDMRS.raw(), 64),
+        (S::MAX_RESERVED_PER_TDMR.raw(), 16),
+        (S::PAMT_4K_ENTRY_SIZE.raw(), 16),
+        (S::PAMT_2M_ENTRY_SIZE.raw(), 16),
+        (S::PAMT_1G_ENTRY_SIZE.raw(), 16),
+        (S::TDR_BASE_SIZE.raw(), 4096),
+        (S::TDCS_BASE_SIZE.raw(), 6 * 4096),
+        (S::TDCS_SIZE_PER_L2_VM.raw(), 4096),
+        (S::TDVPS_BASE_SIZE.raw(), 6 * 4096),
+        (S::TDVPS_SIZE_PER_L2_VM.raw(), 3 * 4096),
+        (S::ATTRIBUTES_FIXED0.raw(), ATTRIBUTES_FIXED0),
+        (S::ATTRIBUTES_FIXED1.raw(), ATTRIBUTES_FIXED1),
+        (S::XFAM_FIXED0.raw(), XFAM_FIXED0),
+        (S::XFAM_FIXED1.raw(), XFAM_FIXED1),
+        (S::NUM_CPUID_CONFIG.raw(), CPUID_CONFIG_LEAVES.len() as u64),
+        (S::CONFIG_FLAGS_FIXED0.raw(), CONFIG_FLAGS_FIXED0),
+        (S::CONFIG_FLAGS_FIXED1.raw(), 0),
+        (S::MAX_VCPUS_PER_TD.raw(), MAX_VCPUS_PER_TD),
     ]);
-    for (i, &(leaf, sub)) in CPUID_CONFIG_LEAVES.iter().enumerate() {
-        m.push((
-            0x9900_0003_0000_0400 + i as u64,
-            u64::from(leaf) | (u64::from(sub) << 32),
+    for (i, (l, s)) in CPUID_CONFIG_LEAVES.iter().enumerate() {
+        v.push((
+            S::CPUID_CONFIG_LEAVES.raw() + i as u64,
+            u64::from(*l) | (u64::from(*s) << 32),
         ));
     }
-    for i in 0..CPUID_CONFIG_LEAVES.len() as u64 {
-        // Every bit configurable (emulator-defined masks).
-        m.push((0x9900_0003_0000_0500 + 2 * i, u64::MAX));
-        m.push((0x9900_0003_0000_0500 + 2 * i + 1, u64::MAX));
+    for (i, c) in CPUID_CONFIG_VALUES.iter().enumerate() {
+        let base = S::CPUID_CONFIG_VALUES.raw() + 2 * i as u64;
+        v.push((base, u64::from(c[0]) | (u64::from(c[1]) << 32)));
+        v.push((base + 1, u64::from(c[2]) | (u64::from(c[3]) << 32)));
     }
-    m.push((0x9900_0003_0000_0600, 0)); // IA32_ARCH_CAPABILITIES_CONFIG_MASK
-    m.push((0xA100_0001_0000_0000, 0)); // MAX_SERV_TDS
-    m
+    v.push((S::IA32_ARCH_CAPABILITIES_CONFIG_MASK.raw(), 0));
+    v.push((S::MAX_SERV_TDS.raw(), 1));
+    v
 }
 
-/// Bits a single-element field id may carry that the module ignores (§5.10): element size,
-/// INC_SIZE, WRITE_MASK_VALID, CONTEXT_CODE.
-const IGNORED_BITS: u64 = (3 << 32) | (1 << 50) | (1 << 51) | (7 << 52);
-/// Bits that must be zero: 31:24, LAST_ELEMENT 37:34, LAST_FIELD 46:38, 49:47, 55, 62.
-const MUST_BE_ZERO: u64 =
-    (0xFF << 24) | (0xF << 34) | (0x1FF << 38) | (7 << 47) | (1 << 55) | (1 << 62);
-
-/// Canonical key of a field id for lookups.
-pub(crate) fn field_key(id: u64) -> u64 {
-    id & !IGNORED_BITS
+fn lp_init_done(st: &State, ctx: &Ctx) -> bool {
+    st.lp_init.get(ctx.lp as usize).copied().unwrap_or(false)
 }
 
-/// Checks a single-element field id: reserved / sequence bits zero.
-pub(crate) fn check_field_id(id: u64) -> Result<(), u64> {
-    if id & MUST_BE_ZERO != 0 {
-        return fail(METADATA_FIELD_ID_INCORRECT, OP_RDX);
-    }
-    Ok(())
-}
-
-/// True if `id` is the all-ones "first field" request (context bits ignored).
-pub(crate) fn is_first_field_request(id: u64) -> bool {
-    id | (7 << 52) == u64::MAX
-}
-
-/// Reads field `id` of `table`: returns (value, next id or all-ones).
-pub(crate) fn table_read(table: &[(u64, u64)], id: u64) -> Result<(u64, u64), u64> {
-    check_field_id(id)?;
-    let key = field_key(id);
-    let Some(i) = table.iter().position(|&(f, _)| field_key(f) == key) else {
-        return fail(METADATA_FIELD_ID_INCORRECT, OP_RDX);
-    };
-    let next = table.get(i + 1).map_or(u64::MAX, |&(f, _)| f);
-    Ok((table[i].1, next))
-}
-
-// tdh_sys_init.c
-pub(crate) fn tdh_sys_init(st: &mut State, regs: &mut Regs) -> LeafResult {
-    if st.sys_state != SysState::SysinitPending {
-        return fail(SYS_INIT_NOT_PENDING, 0);
+/// TDH.SYS.INIT (`tdh_sys_init.c`).
+pub(crate) fn tdh_sys_init(
+    _m: &EmulatedModule,
+    _ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    if st.sys != SysState::SysinitPending {
+        return Err(codes::code(StatusCode::SYS_INIT_NOT_PENDING));
     }
     if regs.rcx != 0 {
-        return fail(OPERAND_INVALID, OP_RCX);
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
-    st.sys_state = SysState::SysinitDone;
-    Ok(0)
+    st.sys = SysState::SysinitDone;
+    Ok(TdxStatus::SUCCESS)
 }
 
-// tdh_sys_lp_init.c
-pub(crate) fn tdh_sys_lp_init(st: &mut State, lp: u32) -> LeafResult {
-    if st.sys_state == SysState::SysinitPending {
-        return fail(SYS_INIT_NOT_PENDING, 0);
+/// TDH.SYS.LP.INIT (`tdh_sys_lp_init.c`): once per LP, only in SYSINIT_DONE.
+pub(crate) fn tdh_sys_lp_init(
+    _m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    regs.rcx = 0;
+    regs.rdx = 0;
+    regs.r8 = 0;
+    if st.sys != SysState::SysinitDone {
+        return Err(codes::code(StatusCode::SYS_LP_INIT_NOT_PENDING));
     }
-    let Some(done) = st.lp_init.get_mut(lp as usize) else {
-        return fail(OPERAND_INVALID, OP_RAX);
+    let Some(done) = st.lp_init.get_mut(ctx.lp as usize) else {
+        return Err(codes::code(StatusCode::SYS_LP_INIT_NOT_PENDING));
     };
     if *done {
-        return fail(SYS_LP_INIT_DONE, 0);
+        return Err(codes::code(StatusCode::SYS_LP_INIT_DONE));
     }
     *done = true;
-    Ok(0)
+    Ok(TdxStatus::SUCCESS)
 }
 
-/// Common SYS.RD/RDALL gate: SYS.INIT done and this LP initialised.
-fn check_sys_rd(st: &State, lp: u32) -> Result<(), u64> {
-    if st.sys_state == SysState::SysinitPending {
-        return fail(SYS_STATE_INCORRECT, 0);
+/// TDH.SYS.RD (`tdh_sys_rd.c`): RDX = field ID → R8 = value, RDX = next field ID.
+pub(crate) fn tdh_sys_rd(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    let field = regs.rdx;
+    regs.rdx = u64::MAX;
+    regs.r8 = 0;
+    if st.sys == SysState::SysinitPending || !lp_init_done(st, ctx) {
+        return Err(codes::code(StatusCode::SYS_LP_INIT_NOT_DONE));
     }
-    if !st.lp_init.get(lp as usize).copied().unwrap_or(false) {
-        return fail(SYS_LP_INIT_NOT_DONE, 0);
+    let md = sys_metadata(m);
+    // An all-ones ID (context bits ignored) asks for the first field.
+    if field | (0x7 << 52) == u64::MAX {
+        regs.rdx = md[0].0;
+        return Ok(codes::code(StatusCode::METADATA_FIRST_FIELD_ID_IN_CONTEXT));
     }
-    Ok(())
+    let Some(norm) = normalize_field_id(field) else {
+        regs.rdx = u64::MAX;
+        return Err(codes::code(StatusCode::METADATA_FIELD_ID_INCORRECT));
+    };
+    let Some(pos) = md
+        .iter()
+        .position(|(id, _)| normalize_field_id(*id) == Some(norm))
+    else {
+        regs.rdx = u64::MAX;
+        return Err(codes::code(StatusCode::METADATA_FIELD_ID_INCORRECT));
+    };
+    regs.r8 = md[pos].1;
+    regs.rdx = md.get(pos + 1).map_or(u64::MAX, |x| x.0);
+    Ok(TdxStatus::SUCCESS)
 }
 
-// tdh_sys_rd.c
-pub(crate) fn tdh_sys_rd(st: &mut State, lp: u32, regs: &mut Regs) -> LeafResult {
-    check_sys_rd(st, lp)?;
-    let table = global_metadata(st);
-    if is_first_field_request(regs.rdx) {
-        regs.rdx = table.first().map_or(u64::MAX, |f| f.0);
-        regs.r8 = 0;
-        return Ok(st_code(METADATA_FIRST_FIELD_ID_IN_CONTEXT));
+/// TDH.SYS.RDALL (`tdh_sys_rdall.c`): RDX = 4K-aligned shared PA of a list buffer, R8 = first
+/// field ID (-1 = from the first). Writes a metadata list with `tdx_abi`'s
+/// [`MetadataListWriter`] (one sequence per field); R8 = next field ID (-1 when done,
+/// `TDX_METADATA_LIST_OVERFLOW` when the 4 KiB buffer filled up first).
+pub(crate) fn tdh_sys_rdall(
+    m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    if st.sys == SysState::SysinitPending || !lp_init_done(st, ctx) {
+        return Err(codes::code(StatusCode::SYS_LP_INIT_NOT_DONE));
     }
-    let (value, next) = table_read(&table, regs.rdx)?;
-    regs.r8 = value;
-    regs.rdx = next;
-    Ok(0)
-}
-
-fn st_code(code: u32) -> u64 {
-    status(code, 0)
-}
-
-// tdh_sys_rdall.c: a 4 KiB list {u16 buffer size, u16 number of sequences, u32 reserved} then one
-// sequence per field {field id (8 B), value (8 B)}; R8 = next field id.
-pub(crate) fn tdh_sys_rdall(st: &mut State, lp: u32, regs: &mut Regs) -> LeafResult {
-    check_sys_rd(st, lp)?;
-    let pa = regs.rdx;
-    if pa & 0xFFF != 0 {
-        return fail(OPERAND_INVALID, OP_RDX);
+    // The list buffer is a shared HPA (HKID bits may name a shared KeyID).
+    let Some(pa) = m.geo.shared_hpa(regs.rdx, 4096) else {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
+    };
+    if pa.checked_add(4096).is_none_or(|e| e > m.mem.size()) {
+        return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RDX);
     }
-    st.check_shared_hpa(pa, 4096, OP_RDX)?;
-    let table = global_metadata(st);
-    let start = if is_first_field_request(regs.r8) {
+    let md = sys_metadata(m);
+    let start = if regs.r8 | (0x7 << 52) == u64::MAX {
         0
     } else {
-        check_field_id(regs.r8).map_err(|_| status(METADATA_FIELD_ID_INCORRECT, OP_R8))?;
-        let key = field_key(regs.r8);
-        match table.iter().position(|&(f, _)| field_key(f) == key) {
-            Some(i) => i,
-            None => return fail(METADATA_FIELD_ID_INCORRECT, OP_R8),
+        let Some(norm) = normalize_field_id(regs.r8) else {
+            return Err(codes::code(StatusCode::METADATA_FIELD_ID_INCORRECT));
+        };
+        match md
+            .iter()
+            .position(|(id, _)| normalize_field_id(*id) == Some(norm))
+        {
+            Some(p) => p,
+            None => return Err(codes::code(StatusCode::METADATA_FIELD_ID_INCORRECT)),
         }
     };
+    // md_dump_list: one sequence per field, each value at the field's element size.
     let mut buf = vec![0u8; 4096];
-    let mut off = 8usize;
-    let mut n = 0u16;
-    let mut i = start;
-    while i < table.len() && off + 16 <= buf.len() {
-        buf[off..off + 8].copy_from_slice(&table[i].0.to_le_bytes());
-        buf[off + 8..off + 16].copy_from_slice(&table[i].1.to_le_bytes());
-        off += 16;
-        n += 1;
-        i += 1;
+    let mut w = MetadataListWriter::new(&mut buf);
+    let mut next = start;
+    while let Some(&(id, v)) = md.get(next) {
+        if w.push(MetadataFieldId::from_raw(id), &[v]).is_err() {
+            break;
+        }
+        next += 1;
     }
-    buf[0..2].copy_from_slice(&(off as u16).to_le_bytes());
-    buf[2..4].copy_from_slice(&n.to_le_bytes());
-    st.arena.write(pa, &buf);
-    regs.r8 = table.get(i).map_or(u64::MAX, |f| f.0);
-    Ok(0)
+    let len = w.finish();
+    // Written with a shared key: over a TD-owned page this is a host write (it poisons it).
+    if m.mem.write(pa, &buf[..len]).is_err() {
+        return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RDX);
+    }
+    regs.r8 = md.get(next).map_or(u64::MAX, |x| x.0);
+    if next < md.len() {
+        // The list did not fit: METADATA_LIST_OVERFLOW with R8 = the next field to read.
+        return Err(codes::code(StatusCode::METADATA_LIST_OVERFLOW));
+    }
+    Ok(TdxStatus::SUCCESS)
 }
 
-// tdh_sys_config.c
-pub(crate) fn tdh_sys_config(st: &mut State, regs: &mut Regs) -> LeafResult {
-    match st.sys_state {
-        SysState::SysinitPending => return fail(SYS_STATE_INCORRECT, 0),
-        SysState::SysinitDone => {}
-        _ => return fail(SYS_CONFIG_NOT_PENDING, 0),
+/// Maps a tdx-memory validation failure to the module's status.
+fn validation_status(e: &tdx_memory::tdmr::TdmrValidationError) -> TdxStatus {
+    if e.kind == TdmrValidationErrorKind::InvalidTdmrCount {
+        return codes::with_operand(StatusCode::OPERAND_INVALID, OperandId::RDX);
+    }
+    TdxStatus::from_raw(e.status())
+}
+
+/// TDH.SYS.CONFIG (`tdh_sys_config.c`): RCX = PA of the TDMR_INFO pointer array, RDX = number
+/// of TDMRs, R8 = global private HKID.
+pub(crate) fn tdh_sys_config(
+    m: &EmulatedModule,
+    _ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    if st.sys != SysState::SysinitDone {
+        return Err(codes::code(StatusCode::SYS_CONFIG_NOT_PENDING));
     }
     if st.lp_init.iter().any(|d| !d) {
-        return fail(SYS_LP_INIT_NOT_DONE, 0);
+        return Err(codes::code(StatusCode::SYS_CONFIG_NOT_PENDING));
     }
-    let (array, count, hkid) = (regs.rcx, regs.rdx, regs.r8);
-    if array % 512 != 0 || array >> st.hkid_shift != 0 {
-        return fail(OPERAND_INVALID, OP_RCX);
+    let Some(arr) = m.geo.shared_hpa(regs.rcx, 512) else {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
+    };
+    let n = regs.rdx;
+    if !(1..=64).contains(&n) {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
     }
-    if count == 0 || count > 64 {
-        return fail(OPERAND_INVALID, OP_RDX);
+    let hkid = regs.r8;
+    if hkid >> 16 != 0 || !m.geo.is_private_hkid(hkid) {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::R8);
     }
-    if hkid >> 16 != 0 || !st.is_private_hkid(hkid) {
-        return fail(OPERAND_INVALID, OP_R8);
-    }
-    let mut tdmrs = Vec::with_capacity(count as usize);
-    for i in 0..count {
-        let Some(pa) = st.arena.read_u64(array + 8 * i) else {
-            return fail(OPERAND_INVALID, OP_RCX);
+    let mut tdmrs = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let Ok(entry_pa) = m.mem.raw_read_u64(arr + 8 * i) else {
+            return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RCX);
         };
-        if pa % 512 != 0 || pa >> st.hkid_shift != 0 {
-            return fail(OPERAND_INVALID, OP_RCX);
-        }
+        let Some(entry_pa) = m.geo.shared_hpa(entry_pa, 512) else {
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
+        };
         let mut raw = [0u8; core::mem::size_of::<TdmrInfo>()];
-        if !st.arena.read(pa, &mut raw) {
-            return fail(OPERAND_INVALID, OP_RCX);
+        if m.mem.raw_read(entry_pa, &mut raw).is_err() {
+            return codes::err(StatusCode::OPERAND_ADDR_RANGE_ERROR, OperandId::RCX);
         }
         let Ok(info) = TdmrInfo::read_from_bytes(&raw) else {
-            return fail(OPERAND_INVALID, OP_RCX);
+            return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
         };
         tdmrs.push(info);
     }
-    let cmrs: Vec<CmrInfoEntry> = st
-        .cmrs
+    let cmrs: Vec<CmrInfoEntry> = m
+        .mem
+        .cmrs()
         .iter()
         .map(|&(b, s)| CmrInfoEntry {
             cmr_base: b,
@@ -284,107 +338,323 @@ pub(crate) fn tdh_sys_config(st: &mut State, regs: &mut Regs) -> LeafResult {
         })
         .collect();
     let constraints = TdmrConstraints {
-        max_pa_bits: st.hkid_shift as u8,
+        max_pa_bits: m.geo.hkid_shift.min(52) as u8,
         ..TdmrConstraints::default()
     };
     if let Err(e) = validate(&tdmrs, &cmrs, &constraints) {
-        return Err(e.status());
+        return Err(validation_status(&e));
     }
-    st.tdmrs = tdmrs
-        .iter()
-        .map(|t| {
-            let mut reserved: Vec<(u64, u64)> = t
+    // Effects: TDMR table (PAMT allocated lazily, uninitialised), global HKID reserved.
+    for t in &tdmrs {
+        let pages = (t.tdmr_size / 4096) as usize;
+        st.tdmrs.push(Tdmr {
+            base: t.tdmr_base,
+            size: t.tdmr_size,
+            reserved: t
                 .used_reserved_areas()
                 .iter()
-                .map(|a| {
-                    let s = t.tdmr_base.saturating_add(a.offset);
-                    (s, s.saturating_add(a.size))
-                })
-                .collect();
-            // Every PAMT block lying in any TDMR is PT_RSVD there.
-            for p in &tdmrs {
-                for (b, s) in [
-                    (p.pamt_1g_base, p.pamt_1g_size),
-                    (p.pamt_2m_base, p.pamt_2m_size),
-                    (p.pamt_4k_base, p.pamt_4k_size),
-                ] {
-                    if s != 0 {
-                        reserved.push((b, b.saturating_add(s)));
-                    }
-                }
-            }
-            Tdmr {
-                base: t.tdmr_base,
-                size: t.tdmr_size,
-                reserved,
-                init_upto: t.tdmr_base,
-            }
-        })
-        .collect();
+                .map(|r| (t.tdmr_base + r.offset, r.size))
+                .collect(),
+            initialized: 0,
+            pamt: vec![PamtEntry::UNINIT_PUBLIC; pages],
+        });
+    }
     st.global_hkid = Some(hkid as u16);
-    st.kot[hkid as usize] = (KotState::Reserved, 0);
-    st.sys_state = SysState::SysconfigDone;
-    Ok(0)
+    if let Some(k) = st.kot_mut(&m.geo, hkid as u16) {
+        k.state = kot::RESERVED;
+    }
+    st.sys = SysState::SysconfigDone;
+    Ok(TdxStatus::SUCCESS)
 }
 
-// tdh_sys_key_config.c
-pub(crate) fn tdh_sys_key_config(st: &mut State, lp: u32) -> LeafResult {
-    if st.sys_state != SysState::SysconfigDone {
-        return fail(SYS_KEY_CONFIG_NOT_PENDING, 0);
+/// TDH.SYS.KEY.CONFIG (`tdh_sys_key_config.c`): once per package; after the last,
+/// SYS_READY.
+pub(crate) fn tdh_sys_key_config(
+    _m: &EmulatedModule,
+    ctx: &mut Ctx,
+    st: &mut State,
+    _regs: &mut Regs,
+) -> LeafResult {
+    if st.sys != SysState::SysconfigDone {
+        return Err(codes::code(StatusCode::SYS_KEY_CONFIG_NOT_PENDING));
     }
-    let pkg = st.package_of(lp) as usize;
-    let Some(done) = st.pkg_key_config.get_mut(pkg) else {
-        return fail(OPERAND_INVALID, OP_RAX);
+    let Some(done) = st.pkg_key_configured.get_mut(ctx.pkg as usize) else {
+        return Err(codes::code(StatusCode::SYS_KEY_CONFIG_NOT_PENDING));
     };
     if *done {
-        return Ok(st_code(KEY_CONFIGURED));
+        return Ok(codes::code(StatusCode::KEY_CONFIGURED));
     }
     *done = true;
-    if st.pkg_key_config.iter().all(|d| *d) {
-        st.sys_state = SysState::SysReady;
+    if st.pkg_key_configured.iter().all(|d| *d) {
+        st.sys = SysState::SysReady;
     }
-    Ok(0)
+    Ok(TdxStatus::SUCCESS)
 }
 
-// tdh_sys_tdmr_init.c
-pub(crate) fn tdh_sys_tdmr_init(st: &mut State, regs: &mut Regs) -> LeafResult {
+/// TDH.SYS.TDMR.INIT (`tdh_sys_tdmr_init.c`): RCX = TDMR base; initialises 1024 PAMT_4K
+/// entries per call (reserved areas → PT_RSVD, the rest PT_NDA); RDX = next address to
+/// initialise rounded down to 1 GiB (memory of a 1 GiB block is usable once it is complete).
+pub(crate) fn tdh_sys_tdmr_init(
+    m: &EmulatedModule,
+    _ctx: &mut Ctx,
+    st: &mut State,
+    regs: &mut Regs,
+) -> LeafResult {
+    regs.rdx = 0;
     let base = regs.rcx;
-    let Some(t) = st.tdmrs.iter_mut().find(|t| t.base == base) else {
-        return fail(OPERAND_INVALID, OP_RCX);
-    };
-    let end = t.base + t.size;
-    if t.init_upto >= end {
-        regs.rdx = end;
-        return Ok(st_code(TDMR_ALREADY_INITIALIZED));
+    if base % (1 << 30) != 0 || m.geo.has_hkid_bits(base) {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     }
-    t.init_upto = t.init_upto.saturating_add(TDMR_INIT_CHUNK).min(end);
-    // Progress: next address to initialise, rounded down to 1 GiB (end when complete).
-    regs.rdx = if t.init_upto >= end {
-        end
-    } else {
-        t.init_upto & !((1 << 30) - 1)
+    let Some(t) = st.tdmrs.iter_mut().find(|t| t.base == base) else {
+        return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
     };
-    Ok(0)
+    if t.initialized >= t.size {
+        return Ok(codes::code(StatusCode::TDMR_ALREADY_INITIALIZED));
+    }
+    let first = (t.initialized / 4096) as usize;
+    let last = (first + TDMR_4K_PAMT_INIT_COUNT as usize).min(t.pamt.len());
+    for i in first..last {
+        let pa = t.base + i as u64 * 4096;
+        let rsvd = t.reserved.iter().any(|&(b, s)| pa >= b && pa - b < s);
+        t.pamt[i] = PamtEntry {
+            ty: if rsvd { pt::RSVD } else { pt::NDA },
+            size: 0,
+            owner: 0,
+            bepoch: 0,
+        };
+    }
+    t.initialized = t
+        .initialized
+        .saturating_add(TDMR_4K_PAMT_INIT_COUNT * 4096)
+        .min(t.size);
+    regs.rdx = (t.base + t.initialized) & !((1u64 << 30) - 1);
+    Ok(TdxStatus::SUCCESS)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::sync::Arc;
+
+    use tdx_abi::call::{Regs, Seamcall};
+    use tdx_abi::tdmr::TdmrReservedArea;
+    use zerocopy::IntoBytes;
+
     use super::*;
+    use crate::emulated::{EmulatedModule, LogicalProcessor, PlatformConfig};
+
+    pub(crate) fn call(lp: &LogicalProcessor, leaf: u64, f: impl FnOnce(&mut Regs)) -> (u64, Regs) {
+        let mut r = Regs::with_leaf(leaf);
+        f(&mut r);
+        let s = lp.seamcall(&mut r);
+        (s.raw(), r)
+    }
+
+    /// A 64 MiB platform with 2 packages x 1 LP; TDMR [0, 1 GiB) with the part above memory
+    /// and the first 1 MiB reserved; PAMT at 60 MiB (inside a reserved hole).
+    pub(crate) fn small_platform() -> Arc<EmulatedModule> {
+        EmulatedModule::new(PlatformConfig {
+            memory_size: 64 << 20,
+            num_packages: 2,
+            lps_per_package: 1,
+            report_mac_key: [7; 32],
+            ..PlatformConfig::default()
+        })
+        .unwrap()
+    }
+
+    /// Brings the platform up as Linux does; returns LP 0.
+    pub(crate) fn bring_up(m: &Arc<EmulatedModule>) -> LogicalProcessor {
+        let lp0 = m.lp(0).unwrap();
+        assert_eq!(call(&lp0, 33, |_| {}).0, 0);
+        for i in 0..m.num_lps() {
+            assert_eq!(call(&m.lp(i).unwrap(), 35, |_| {}).0, 0);
+        }
+        let pamt_base = 56u64 << 20;
+        let mut t = TdmrInfo {
+            tdmr_base: 0,
+            tdmr_size: 1 << 30,
+            pamt_1g_base: pamt_base,
+            pamt_1g_size: 4096,
+            pamt_2m_base: pamt_base + 4096,
+            pamt_2m_size: 8192,
+            pamt_4k_base: pamt_base + 3 * 4096,
+            pamt_4k_size: 4 << 20,
+            ..TdmrInfo::default()
+        };
+        t.reserved_areas[0] = TdmrReservedArea {
+            offset: 0,
+            size: 1 << 20,
+        };
+        t.reserved_areas[1] = TdmrReservedArea {
+            offset: pamt_base,
+            size: (1 << 30) - pamt_base,
+        };
+        let info_pa = 0x20_0000u64;
+        let arr_pa = 0x1F_F000u64;
+        m.physical_memory().write(info_pa, t.as_bytes()).unwrap();
+        m.physical_memory()
+            .write(arr_pa, &info_pa.to_le_bytes())
+            .unwrap();
+        let (s, _) = call(&lp0, 45, |r| {
+            r.rcx = arr_pa;
+            r.rdx = 1;
+            r.r8 = 32;
+        });
+        assert_eq!(s, 0, "SYS.CONFIG {s:#x}");
+        for p in 0..m.num_packages() {
+            let lp = m.lp(p * m.geo.lps_per_package).unwrap();
+            assert_eq!(call(&lp, 31, |_| {}).0, 0);
+        }
+        let mut calls = 0;
+        loop {
+            let (s, r) = call(&lp0, 36, |r| r.rcx = 0);
+            calls += 1;
+            if s == 0x0000_0A03_0000_0000 {
+                break;
+            }
+            assert_eq!(s, 0);
+            assert!(r.rdx <= 1 << 30);
+            assert!(calls < 1000);
+        }
+        assert_eq!(calls, 257, "256 chunks of 4 MiB then ALREADY_INITIALIZED");
+        lp0
+    }
 
     #[test]
-    fn field_ids() {
-        assert!(is_first_field_request(u64::MAX));
-        assert!(is_first_field_request(!(7u64 << 52)));
-        assert!(!is_first_field_request(0x0800_0002_0000_0000));
-        // Element size is ignored: MAX_TDMRS read as 8-byte element.
+    fn not_ready_gating_and_rax_decode() {
+        let m = small_platform();
+        let lp = m.lp(0).unwrap();
+        assert_eq!(call(&lp, 36, |_| {}).0, 0xC000_0505_0000_0000);
+        assert_eq!(call(&lp, 1 << 24 | 33, |_| {}).0, 0xC000_0100_0000_0000);
+        assert_eq!(call(&lp, 1 << 16 | 33, |_| {}).0, 0xC000_0100_0000_0000);
         assert_eq!(
-            field_key(0x9100_0003_0000_0008),
-            field_key(0x9100_0001_0000_0008)
+            call(&lp, 0xFFFF, |_| {}).0,
+            0xC000_0505_0000_0000,
+            "unknown leaf: readiness first"
         );
-        assert!(check_field_id(0x9100_0001_0000_0008).is_ok());
+        assert_eq!(call(&lp, 33, |r| r.rcx = 1).0, 0xC000_0100_0000_0001);
+        assert_eq!(call(&lp, 33, |_| {}).0, 0);
+        assert_eq!(call(&lp, 33, |_| {}).0, 0xC000_0500_0000_0000);
+        // SYS.RD needs LP.INIT on this LP.
         assert_eq!(
-            check_field_id(0x9100_0001_0100_0008),
-            Err(0xC000_0C00_0000_0002)
+            call(&lp, 34, |r| r.rdx = 0x0800_0002_0000_0000).0,
+            0xC000_0502_0000_0000
         );
+        assert_eq!(call(&lp, 35, |_| {}).0, 0);
+        assert_eq!(call(&lp, 35, |_| {}).0, 0xC000_0503_0000_0000);
+        // SYS.CONFIG before every LP is initialised.
+        assert_eq!(call(&lp, 45, |_| {}).0, 0xC000_050C_0000_0000);
+    }
+
+    #[test]
+    fn sys_rd_values_and_iteration() {
+        let m = small_platform();
+        let lp = m.lp(0).unwrap();
+        call(&lp, 33, |_| {});
+        call(&lp, 35, |_| {});
+        let (s, r) = call(&lp, 34, |r| r.rdx = 0x0800_0002_0000_0000);
+        assert_eq!((s, r.r8), (0, 0x8086));
+        // Element-size code ignored (Linux passes the ID as in the table anyway).
+        let (s, r) = call(&lp, 34, |r| r.rdx = 0x9100_0000_0000_0008);
+        assert_eq!((s, r.r8), (0, 64));
+        let (s, r) = call(&lp, 34, |r| r.rdx = 0x9800_0001_0000_0100);
+        assert_eq!((s, r.r8), (0, 0x6000));
+        let (s, r) = call(&lp, 34, |r| r.rdx = 0x1900_0003_0000_0000);
+        assert_eq!((s, r.r8), (0, 0x8000_0000_7000_0001));
+        let (s, r) = call(&lp, 34, |r| r.rdx = 0x9000_0003_0000_0080);
+        assert_eq!((s, r.r8), (0, 1 << 20));
+        let (s, _) = call(&lp, 34, |r| r.rdx = 0x0800_0002_0000_7777);
+        assert_eq!(s, 0xC000_0C00_0000_0000);
+        let (s, r) = call(&lp, 34, |r| r.rdx = u64::MAX);
+        assert_eq!(s, 0x0000_0C0B_0000_0000);
+        // Walk the whole table with "next".
+        let mut id = r.rdx;
+        let mut n = 0;
+        while id != u64::MAX && n < 500 {
+            let (s, r) = call(&lp, 34, |r| r.rdx = id);
+            assert_eq!(s, 0);
+            id = r.rdx;
+            n += 1;
+        }
+        assert_eq!(n, sys_metadata(&m).len());
+    }
+
+    #[test]
+    fn full_bring_up_and_pamt() {
+        let m = small_platform();
+        let lp0 = bring_up(&m);
+        assert_eq!(m.page_type(0), Some(crate::emulated::PamtPageType::PT_RSVD));
+        assert_eq!(
+            m.page_type(2 << 20),
+            Some(crate::emulated::PamtPageType::PT_NDA)
+        );
+        assert_eq!(
+            m.page_type(57 << 20),
+            Some(crate::emulated::PamtPageType::PT_RSVD)
+        );
+        assert_eq!(m.hkid_state(32), Some(crate::emulated::KotState::RESERVED));
+        assert_eq!(m.hkid_state(33), Some(crate::emulated::KotState::FREE));
+        // Second KEY.CONFIG on a package: success-class KEY_CONFIGURED... after READY the
+        // leaf's own state check answers first.
+        assert_eq!(call(&lp0, 31, |_| {}).0, 0xC000_0507_0000_0000);
+        // Unknown leaf once ready: OPERAND_INVALID(RAX). LP.INIT after SYS.CONFIG:
+        // SYS_LP_INIT_NOT_PENDING (tdh_sys_lp_init.c checks sys_state == SYSINIT_DONE first).
+        assert_eq!(call(&lp0, 0xFFFF, |_| {}).0, 0xC000_0100_0000_0000);
+        assert_eq!(call(&lp0, 35, |_| {}).0, 0xC000_050B_0000_0000);
+        // RDALL into a page.
+        let (s, r) = call(&lp0, 37, |r| {
+            r.rdx = 0x30_0000;
+            r.r8 = u64::MAX;
+        });
+        assert_eq!(s, 0);
+        assert_eq!(r.r8, u64::MAX);
+        let mut list = vec![0u8; 4096];
+        m.physical_memory().read(0x30_0000, &mut list).unwrap();
+        let parsed = tdx_abi::metadata::MetadataList::parse(&list).unwrap();
+        let items: Vec<_> = parsed.iter().map(|x| x.unwrap()).collect();
+        assert_eq!(items.len(), sys_metadata(&m).len());
+        assert_eq!(items[0].0.raw(), 0x0000_0002_0000_0000, "NUM_PKGS first");
+        assert_eq!(items[0].1, 2);
+        assert!(items
+            .iter()
+            .any(|(id, v)| id.raw() == 0x0800_0002_0000_0000 && *v == 0x8086));
+    }
+
+    #[test]
+    fn sys_config_maps_validator_errors() {
+        let m = small_platform();
+        let lp = m.lp(0).unwrap();
+        call(&lp, 33, |_| {});
+        for i in 0..m.num_lps() {
+            call(&m.lp(i).unwrap(), 35, |_| {});
+        }
+        // Misaligned TDMR base.
+        let t = TdmrInfo {
+            tdmr_base: 4096,
+            tdmr_size: 1 << 30,
+            ..TdmrInfo::default()
+        };
+        m.physical_memory().write(0x20_0000, t.as_bytes()).unwrap();
+        m.physical_memory()
+            .write(0x1F_F000, &0x20_0000u64.to_le_bytes())
+            .unwrap();
+        let (s, _) = call(&lp, 45, |r| {
+            r.rcx = 0x1F_F000;
+            r.rdx = 1;
+            r.r8 = 32;
+        });
+        assert_eq!(s, 0xC000_0A00_0000_0000);
+        let (s, _) = call(&lp, 45, |r| {
+            r.rcx = 0x1F_F000;
+            r.rdx = 0;
+            r.r8 = 32;
+        });
+        assert_eq!(s, 0xC000_0100_0000_0002);
+        let (s, _) = call(&lp, 45, |r| {
+            r.rcx = 0x1F_F000;
+            r.rdx = 1;
+            r.r8 = 5;
+        });
+        assert_eq!(s, 0xC000_0100_0000_0008);
     }
 }

@@ -1,898 +1,1184 @@
-//! Unit tests of the emulated module, driven by raw SEAMCALLs (register blocks) with values typed
-//! from the fact sheet.
+//! Unit tests of the TD, memory and guest leaves (happy paths and their main failures).
+//! Status values are typed from the fact sheet, not taken from the code under test.
 
-use super::*;
-use sha2::Digest;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha384};
+use tdx_abi::call::Regs;
 use tdx_abi::gpa::Gpa;
-use tdx_abi::measure::MrtdBuilder;
 
-// Leaves (tdx-module-abi.md §2).
-const SYS_INIT: u64 = 33;
-const SYS_LP_INIT: u64 = 35;
-const SYS_RD: u64 = 34;
-const SYS_CONFIG: u64 = 45;
-const SYS_KEY_CONFIG: u64 = 31;
-const SYS_TDMR_INIT: u64 = 36;
-const MNG_CREATE: u64 = 9;
-const MNG_KEY_CONFIG: u64 = 8;
-const MNG_ADDCX: u64 = 1;
-const MNG_INIT: u64 = 21;
-const MNG_RD: u64 = 11;
-const VP_CREATE: u64 = 10;
-const VP_ADDCX: u64 = 4;
-const VP_INIT: u64 = 22;
-const SEPT_ADD: u64 = 3;
-const PAGE_ADD: u64 = 2;
-const MR_EXTEND: u64 = 16;
-const MR_FINALIZE: u64 = 17;
-const PAGE_AUG: u64 = 6;
-const RANGE_BLOCK: u64 = 7;
-const MEM_TRACK: u64 = 38;
-const PAGE_REMOVE: u64 = 29;
-const SEPT_RD: u64 = 25;
-const VP_ENTER: u64 = 0;
-const VP_FLUSH: u64 = 18;
-const VPFLUSHDONE: u64 = 19;
-const CACHE_WB: u64 = 40;
-const KEY_FREEID: u64 = 20;
-const RECLAIM: u64 = 28;
+use super::sys::tests::{bring_up, call, small_platform};
+use super::{EmulatedModule, GuestAccessFault, KotState, LogicalProcessor, PamtPageType};
 
-pub(super) const MIB: u64 = 1 << 20;
+const TDX_SUCCESS: u64 = 0;
 
-/// Calls `leaf` on `lp` with RCX, RDX, R8, R9; returns (RAX, output registers).
-pub(super) fn call(
-    lp: &LogicalProcessor,
-    leaf: u64,
-    rcx: u64,
-    rdx: u64,
-    r8: u64,
-    r9: u64,
-) -> (u64, Regs) {
-    let mut r = Regs {
-        rax: leaf,
-        rcx,
-        rdx,
-        r8,
-        r9,
-        ..Regs::default()
-    };
-    let s = lp.seamcall(&mut r);
-    assert_eq!(s.raw(), r.rax);
-    (r.rax, r)
+/// A TD under construction on the small platform.
+pub(crate) struct Build {
+    pub(crate) m: Arc<EmulatedModule>,
+    pub(crate) lp0: LogicalProcessor,
+    pub(crate) lp1: LogicalProcessor,
+    pub(crate) next: u64,
+    pub(crate) tdr: u64,
+    pub(crate) tdcs: Vec<u64>,
+    pub(crate) tdvpr: u64,
+    pub(crate) tdvps: Vec<u64>,
+    pub(crate) sept: Vec<u64>,
 }
 
-/// A bump allocator of 4 KiB frames from 2 MiB.
-pub(super) struct Frames(pub u64);
-impl Frames {
-    pub(super) fn next(&mut self) -> u64 {
-        let f = self.0;
-        self.0 += 4096;
-        f
+impl Build {
+    pub(crate) fn alloc(&mut self) -> u64 {
+        let p = self.next;
+        self.next += 4096;
+        p
+    }
+
+    pub(crate) fn ok(&self, leaf: u64, f: impl FnOnce(&mut Regs)) -> Regs {
+        let (s, r) = call(&self.lp0, leaf, f);
+        assert_eq!(s, TDX_SUCCESS, "leaf {leaf:#x} failed with {s:#x}");
+        self.m.check_invariants().unwrap();
+        r
     }
 }
 
-/// Brings the default platform up as Linux does; returns the module. The TDMR is [0, 1 GiB)
-/// with reserved areas [0, 1 MiB) (no CMR), the PAMT [200 MiB, +4 MiB+12 KiB) and [256 MiB, 1 GiB).
-pub(super) fn bring_up(packages: u32) -> Arc<EmulatedModule> {
-    let m = EmulatedModule::new(PlatformConfig {
-        num_packages: packages,
-        ..PlatformConfig::default()
-    })
-    .unwrap();
-    let lp0 = m.lp(0).unwrap();
-    assert_eq!(call(&lp0, SYS_INIT, 0, 0, 0, 0).0, 0);
-    for i in 0..m.num_lps() {
-        assert_eq!(call(&m.lp(i).unwrap(), SYS_LP_INIT, 0, 0, 0, 0).0, 0);
-    }
-    // TDMR_INFO at 1 MiB + 4 KiB, the PA array at 1 MiB.
-    let pm = m.physical_memory();
-    let info = MIB + 4096;
-    let pamt = 200 * MIB;
-    let mut t = vec![0u8; 320];
-    let put =
-        |t: &mut Vec<u8>, off: usize, v: u64| t[off..off + 8].copy_from_slice(&v.to_le_bytes());
-    put(&mut t, 0, 0);
-    put(&mut t, 8, 1 << 30);
-    put(&mut t, 16, pamt + 4 * MIB + 8192); // 1G
-    put(&mut t, 24, 4096);
-    put(&mut t, 32, pamt + 4 * MIB); // 2M
-    put(&mut t, 40, 8192);
-    put(&mut t, 48, pamt); // 4K
-    put(&mut t, 56, 4 * MIB);
-    for (i, (o, s)) in [(0, MIB), (pamt, 4 * MIB + 12288), (256 * MIB, 768 * MIB)]
-        .iter()
-        .enumerate()
-    {
-        put(&mut t, 64 + 16 * i, *o);
-        put(&mut t, 72 + 16 * i, *s);
-    }
-    pm.write(info, &t).unwrap();
-    pm.write(MIB, &info.to_le_bytes()).unwrap();
-    assert_eq!(call(&lp0, SYS_CONFIG, MIB, 1, 32, 0).0, 0);
-    for p in 0..packages {
-        let lp = m.lp(p * 2).unwrap();
-        assert_eq!(call(&lp, SYS_KEY_CONFIG, 0, 0, 0, 0).0, 0);
-    }
-    let mut n = 0;
-    loop {
-        let (s, r) = call(&lp0, SYS_TDMR_INIT, 0, 0, 0, 0);
-        assert_eq!(s, 0);
-        n += 1;
-        if r.rdx >= 1 << 30 {
-            break;
-        }
-        assert!(n < 1000);
-    }
-    assert_eq!(n, 256, "4 MiB per call over 1 GiB");
-    // Once complete: TDX_TDMR_ALREADY_INITIALIZED (success class).
-    assert_eq!(
-        call(&lp0, SYS_TDMR_INIT, 0, 0, 0, 0).0,
-        0x0000_0A03_0000_0000
-    );
-    m
-}
-
-/// A TD built up to a chosen point.
-pub(super) struct TestTd {
-    pub(super) tdr: u64,
-    pub(super) tdcs: Vec<u64>,
-    pub(super) tdvpr: u64,
-    pub(super) tdvpx: Vec<u64>,
-    pub(super) sept: Vec<u64>,
-    pub(super) pages: Vec<u64>,
-    pub(super) hkid: u64,
-}
-
-/// Writes a default TD_PARAMS (GPAW 48, 4-level EPT, 4 vCPUs, 2.5 GHz) at `pa`.
-pub(super) fn write_td_params(m: &EmulatedModule, pa: u64, attributes: u64) {
-    let mut p = vec![0u8; 1024];
+/// TD_PARAMS with GPAW 48, 4-level EPT, XFAM x87|SSE, 4 vCPUs, 2.5 GHz.
+pub(crate) fn td_params(attributes: u64) -> [u8; 1024] {
+    let mut p = [0u8; 1024];
     p[0..8].copy_from_slice(&attributes.to_le_bytes());
-    p[8..16].copy_from_slice(&0x3u64.to_le_bytes()); // XFAM x87+SSE
+    p[8..16].copy_from_slice(&3u64.to_le_bytes());
     p[16..18].copy_from_slice(&4u16.to_le_bytes());
-    p[24..32].copy_from_slice(&(6u64 | (3 << 3)).to_le_bytes()); // WB, PWL 4
+    p[24..32].copy_from_slice(&(6u64 | (3 << 3)).to_le_bytes());
     p[40..42].copy_from_slice(&100u16.to_le_bytes());
-    m.physical_memory().write(pa, &p).unwrap();
+    p
 }
 
-/// Creates, configures and initialises a TD with one initialised vCPU and S-EPT for GPA 0..2M.
-pub(super) fn build_td(m: &Arc<EmulatedModule>, f: &mut Frames, hkid: u64) -> TestTd {
-    let lp0 = m.lp(0).unwrap();
-    let tdr = f.next();
-    assert_eq!(call(&lp0, MNG_CREATE, tdr, hkid, 0, 0).0, 0);
-    for p in 0..(m.num_lps() / 2) {
+/// Creates a TD up to MNG.INIT (keys configured on both packages, 6 TDCS pages).
+pub(crate) fn create_td(attributes: u64) -> Build {
+    let m = small_platform();
+    let lp0 = bring_up(&m);
+    let lp1 = m.lp(1).unwrap();
+    let mut b = Build {
+        m,
+        lp0,
+        lp1,
+        next: 4 << 20,
+        tdr: 0,
+        tdcs: vec![],
+        tdvpr: 0,
+        tdvps: vec![],
+        sept: vec![],
+    };
+    b.tdr = b.alloc();
+    let tdr = b.tdr;
+    b.ok(9, |r| {
+        r.rcx = tdr;
+        r.rdx = 33;
+    });
+    b.ok(8, |r| r.rcx = tdr);
+    assert_eq!(call(&b.lp1, 8, |r| r.rcx = tdr).0, TDX_SUCCESS);
+    for _ in 0..6 {
+        let p = b.alloc();
+        b.tdcs.push(p);
+        b.ok(1, |r| {
+            r.rcx = p;
+            r.rdx = tdr;
+        });
+    }
+    let params = b.alloc();
+    b.m.physical_memory()
+        .write(params, &td_params(attributes))
+        .unwrap();
+    b.ok(21, |r| {
+        r.rcx = tdr;
+        r.rdx = params;
+    });
+    b
+}
+
+/// Adds the vCPU and the S-EPT tables for GPA 0..2 MiB.
+pub(crate) fn add_vcpu_and_sept(b: &mut Build) {
+    let tdr = b.tdr;
+    b.tdvpr = b.alloc();
+    let tdvpr = b.tdvpr;
+    b.ok(10, |r| {
+        r.rcx = tdvpr;
+        r.rdx = tdr;
+    });
+    for _ in 0..5 {
+        let p = b.alloc();
+        b.tdvps.push(p);
+        b.ok(4, |r| {
+            r.rcx = p;
+            r.rdx = tdvpr;
+        });
+    }
+    let r = b.ok(22, |r| {
+        r.rcx = tdvpr;
+        r.rdx = 0x1234;
+    });
+    let _ = r;
+    for level in [3u64, 2, 1] {
+        let p = b.alloc();
+        b.sept.push(p);
+        b.ok(3, |r| {
+            r.rcx = level;
+            r.rdx = tdr;
+            r.r8 = p;
+        });
+    }
+}
+
+fn page_add(b: &mut Build, gpa: u64, fill: u8) -> u64 {
+    let src = b.alloc();
+    b.m.physical_memory().write(src, &[fill; 4096]).unwrap();
+    let page = b.alloc();
+    let tdr = b.tdr;
+    b.ok(2, |r| {
+        r.rcx = gpa;
+        r.rdx = tdr;
+        r.r8 = page;
+        r.r9 = src;
+    });
+    page
+}
+
+fn block(tag: &[u8], gpa: u64) -> [u8; 128] {
+    let mut b = [0u8; 128];
+    b[..tag.len()].copy_from_slice(tag);
+    b[16..24].copy_from_slice(&gpa.to_le_bytes());
+    b
+}
+
+fn read_mrtd(b: &Build) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..6u64 {
+        let r = b.ok(11, |r| {
+            r.rcx = b.tdr;
+            r.rdx = 0x1310_0003_0000_0000 + i;
+        });
+        out.extend_from_slice(&r.r8.to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn lifecycle_build_measure_run_teardown() {
+    let mut b = create_td(0);
+    let tdr = b.tdr;
+    add_vcpu_and_sept(&mut b);
+    let p0 = page_add(&mut b, 0, 0xA5);
+    for off in (0..4096).step_by(256) {
+        b.ok(16, |r| {
+            r.rcx = off;
+            r.rdx = tdr;
+        });
+    }
+    let p1 = page_add(&mut b, 0x1000, 0x5A);
+    // Before FINALIZE: MR.EXTEND of an unmapped GPA fails with the walk details.
+    let (s, r) = call(&b.lp0, 16, |r| {
+        r.rcx = 0x3000;
+        r.rdx = tdr;
+    });
+    assert_eq!(
+        s, 0xC000_0B03_0000_0001,
+        "FREE leaf: EPT_ENTRY_NOT_PRESENT(RCX)"
+    );
+    assert_eq!(r.rcx, 1 << 63);
+    assert_eq!(r.rdx, 0);
+    b.ok(17, |r| r.rcx = tdr);
+
+    // Independent MRTD: SHA-384 over the 128-byte blocks.
+    let mut h = Sha384::new();
+    h.update(block(b"MEM.PAGE.ADD", 0));
+    for off in (0..4096u64).step_by(256) {
+        h.update(block(b"MR.EXTEND", off));
+        h.update([0xA5u8; 256]);
+    }
+    h.update(block(b"MEM.PAGE.ADD", 0x1000));
+    assert_eq!(read_mrtd(&b), h.finalize().to_vec());
+
+    // Isolation: the host sees zeros in TD pages.
+    let mut buf = [0xFFu8; 16];
+    b.m.physical_memory().read(p0, &mut buf).unwrap();
+    assert_eq!(buf, [0; 16]);
+    assert_eq!(b.m.page_type(p0), Some(PamtPageType::PT_REG));
+    assert_eq!(b.m.page_type(b.tdr), Some(PamtPageType::PT_TDR));
+    assert_eq!(b.m.page_type(b.sept[0]), Some(PamtPageType::PT_EPT));
+
+    // Run: nothing queued → external-interrupt exit.
+    let r = b.ok_enter();
+    assert_eq!(r.rax, 1);
+    // After an external-interrupt exit the recoverability hint (bit 52) is accepted; resume-L1
+    // (bit 53) never is, nor bits 63:54 or 11:0.
+    let (s, _) = call(&b.lp0, 0, |r| r.rcx = b.tdvpr | 1 << 52);
+    assert_eq!(s, 1);
+    for bad in [1u64 << 53, 1 << 54, 1] {
+        let (s, _) = call(&b.lp0, 0, |r| r.rcx = b.tdvpr | bad);
+        assert_eq!(s, 0xC000_0100_0000_0001, "RCX {bad:#x}");
+    }
+    // Another LP: the vCPU is associated with LP 0.
+    assert_eq!(
+        call(&b.lp1, 0, |r| r.rcx = b.tdvpr).0,
+        0x8000_0701_0000_0000
+    );
+    let g = b.m.scripted_vcpu(tdx_abi::phys::Hpa(b.tdvpr));
+    let mut data = [0u8; 8];
+    g.read(Gpa(0x10), &mut data).unwrap();
+    assert_eq!(data, [0xA5; 8]);
+    // TDG.VP.INFO.
+    let mut r = Regs::with_leaf(1);
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    assert_eq!((r.rcx, r.rdx, r.r8, r.r9), (48, 0, 1 | (4 << 32), 0));
+    // TDG.VP.VMCALL round trip: R10..R13 selected.
+    let mut r = Regs::with_leaf(0);
+    r.rcx = 0x3C00;
+    r.r10 = 0;
+    r.r11 = 0x1E;
+    r.r12 = 1;
+    r.r13 = 0x80;
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    let r = b.ok_enter();
+    assert_eq!(
+        (r.rax, r.rcx, r.r11, r.r12, r.r13),
+        (77, 0x3C00, 0x1E, 1, 0x80)
+    );
+    assert_eq!(r.rbx, 0, "unselected GPRs are zero");
+    let (s, _) = call(&b.lp0, 0, |r| {
+        r.rcx = b.tdvpr;
+        r.r10 = 0;
+        r.r11 = 0xAB;
+    });
+    assert_eq!(s, 1, "external interrupt exit after the resumed VMCALL");
+    let resp = g.take_vmcall_response().unwrap();
+    assert_eq!((resp.r10, resp.r11), (0, 0xAB));
+
+    // ACCEPT of a GPA not AUGed: EPT-violation exit with the ACCEPT qualification.
+    let mut r = Regs::with_leaf(6);
+    r.rcx = 0x2000;
+    assert_eq!(g.tdcall(&mut r).raw(), 0x8000_0004_0000_0000);
+    let r = b.ok_enter();
+    assert_eq!((r.rax, r.r8, r.rdx & 0xF), (48, 0x2000, 1));
+    let aug = b.alloc();
+    b.ok(6, |r| {
+        r.rcx = 0x2000;
+        r.rdx = tdr;
+        r.r8 = aug;
+    });
+    // Pending page: #VE, VE_INFO via VEINFO.GET.
+    assert_eq!(
+        g.read(Gpa(0x2000), &mut data),
+        Err(GuestAccessFault::VirtualizationException { gpa: 0x2000 })
+    );
+    let mut r = Regs::with_leaf(3);
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    assert_eq!((r.rcx, r.r9), (48, 0x2000));
+    assert_eq!(
+        g.tdcall(&mut Regs::with_leaf(3)).raw(),
+        0xC000_0704_0000_0000
+    );
+    let mut r = Regs::with_leaf(6);
+    r.rcx = 0x2000;
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    let mut r = Regs::with_leaf(6);
+    r.rcx = 0x2000;
+    assert_eq!(
+        g.tdcall(&mut r).raw(),
+        0x0000_0B0A_0000_0000,
+        "already accepted, level 0"
+    );
+    let mut r = Regs::with_leaf(6);
+    r.rcx = 0x20_0001; // 2M accept of the free PD entry for GPA 2 MiB: TD exit
+    assert_eq!(g.tdcall(&mut r).raw(), 0x8000_0004_0000_0000);
+    let r = b.ok_enter();
+    assert_eq!((r.rax, r.r8), (48, 0x20_0000));
+    assert_eq!(
+        r.rdx >> 32 & 0x3F,
+        1 | (1 << 3),
+        "requested level 1, error level 1"
+    );
+    // 2M accept where a 4K table exists below (PD entry NL_MAPPED): size mismatch.
+    let mut r = Regs::with_leaf(6);
+    r.rcx = 1;
+    assert_eq!(g.tdcall(&mut r).raw(), 0xC000_0B0B_0000_0001);
+    g.read(Gpa(0x2000), &mut data).unwrap();
+    assert_eq!(data, [0; 8], "ACCEPT zeroes the page");
+
+    // RTMR extend + report.
+    g.write(Gpa(0x40), &[0x11; 48]).unwrap();
+    let mut r = Regs::with_leaf(2);
+    r.rcx = 0x40;
+    r.rdx = 4;
+    assert_eq!(g.tdcall(&mut r).raw(), 0xC000_0100_0000_0002);
+    r = Regs::with_leaf(2);
+    r.rcx = 0x40;
+    r.rdx = 2;
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    g.write(Gpa(0x2000), &[0x77; 64]).unwrap();
+    let mut r = Regs::with_leaf(4);
+    r.rcx = 0x1200;
+    assert_eq!(
+        g.tdcall(&mut r).raw(),
+        0xC000_0100_0000_0001,
+        "TDREPORT GPA 1024-aligned"
+    );
+    let mut r = Regs::with_leaf(4);
+    r.rcx = 0x1000;
+    r.rdx = 0x2000;
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    let mut rep = [0u8; 1024];
+    g.read(Gpa(0x1000), &mut rep).unwrap();
+    assert_eq!(rep[0], 0x81);
+    assert_eq!(&rep[128..192], &[0x77; 64]);
+    let report = tdx_abi::report::TdReport::from_bytes(&rep).unwrap();
+    assert!(
+        report.hashes_consistent(),
+        "TEE_TCB_INFO_HASH / TEE_INFO_HASH"
+    );
+    let mut rms = report.report_mac_struct;
+    assert!(b.m.verify_report_mac(&rms));
+    rms.report_data[2] ^= 1;
+    assert!(!b.m.verify_report_mac(&rms));
+    assert_eq!(&rep[80..128], Sha384::digest(&rep[512..1024]).as_slice());
+    let mut rt = Sha384::new();
+    rt.update([0u8; 48]);
+    rt.update([0x11u8; 48]);
+    assert_eq!(
+        &rep[512 + 304..512 + 352],
+        rt.finalize().as_slice(),
+        "RTMR2 in TDINFO"
+    );
+    assert_eq!(&rep[512 + 16..512 + 64], read_mrtd(&b).as_slice());
+
+    // Remove the AUGed page while RUNNABLE: block + track first.
+    let (s, _) = call(&b.lp0, 29, |r| {
+        r.rcx = 0x2000;
+        r.rdx = tdr;
+    });
+    assert_eq!(s, 0xC000_0B06_0000_0001);
+    b.ok(7, |r| {
+        r.rcx = 0x2000;
+        r.rdx = tdr;
+    });
+    let (s, r) = call(&b.lp0, 7, |r| {
+        r.rcx = 0x2000;
+        r.rdx = tdr;
+    });
+    assert_eq!(s, 0x0000_0B07_0000_0001, "already blocked (operand RCX)");
+    assert_eq!(r.rdx, 0x0100, "details: level 0, BLOCKED");
+    let (s, _) = call(&b.lp0, 29, |r| {
+        r.rcx = 0x2000;
+        r.rdx = tdr;
+    });
+    assert_eq!(s, 0xC000_0B08_0000_0001);
+    b.ok(38, |r| r.rcx = tdr);
+    b.ok(29, |r| {
+        r.rcx = 0x2000;
+        r.rdx = tdr;
+    });
+    assert_eq!(b.m.page_type(aug), Some(PamtPageType::PT_NDA));
+
+    // Teardown.
+    let (s, _) = call(&b.lp1, 18, |r| r.rcx = b.tdvpr);
+    assert_eq!(s, 0x8000_0702_0000_0000, "VP.FLUSH on the wrong LP");
+    let (s, _) = call(&b.lp0, 19, |r| r.rcx = tdr);
+    assert_eq!(s, 0x8000_0824_0000_0000, "FLUSHVP_NOT_DONE");
+    b.ok(18, |r| r.rcx = b.tdvpr);
+    b.ok(19, |r| r.rcx = tdr);
+    assert_eq!(b.m.hkid_state(33), Some(KotState::FLUSHED));
+    let (s, _) = call(&b.lp0, 2, |r| {
+        r.rcx = 0x5000;
+        r.rdx = tdr;
+    });
+    assert_eq!(
+        s, 0x8000_0810_0000_0000,
+        "TD_KEYS_NOT_CONFIGURED after VPFLUSHDONE"
+    );
+    let (s, _) = call(&b.lp0, 20, |r| r.rcx = tdr);
+    assert_eq!(s, 0x8000_0817_0000_0000, "WBCACHE_NOT_COMPLETE");
+    b.ok(40, |r| r.rcx = 0);
+    let (s, _) = call(&b.lp0, 40, |r| r.rcx = 0);
+    assert_eq!(s, 0x0000_0821_0000_0000, "nothing left on package 0");
+    assert_eq!(call(&b.lp1, 40, |r| r.rcx = 0).0, 0);
+    let (s, _) = call(&b.lp0, 28, |r| r.rcx = p0);
+    assert_eq!(s, 0xC000_0607_0000_0000, "RECLAIM before TEARDOWN");
+    b.ok(20, |r| r.rcx = tdr);
+    assert_eq!(b.m.hkid_state(33), Some(KotState::FREE));
+    let (s, r) = call(&b.lp0, 28, |r| r.rcx = tdr);
+    assert_eq!(s, 0xC000_0400_0000_0000, "TDR last");
+    assert_eq!((r.rcx, r.rdx), (4, 0));
+    let mut pages = vec![p0, p1, b.tdvpr];
+    pages.extend(&b.tdvps);
+    pages.extend(&b.sept);
+    pages.extend(&b.tdcs);
+    for p in pages {
+        let r = b.ok(28, |r| r.rcx = p);
+        assert_eq!(r.rdx, tdr);
+        b.ok(41, |r| r.rcx = p | (33u64 << b.m.hkid_shift()));
+        assert_eq!(b.m.page_type(p), Some(PamtPageType::PT_NDA));
+    }
+    b.ok(28, |r| r.rcx = tdr);
+    assert_eq!(b.m.page_type(tdr), Some(PamtPageType::PT_NDA));
+    assert_eq!(b.m.locks_held(), 0);
+}
+
+impl Build {
+    fn ok_enter(&self) -> Regs {
+        let (s, r) = call(&self.lp0, 0, |r| r.rcx = self.tdvpr);
+        assert!(s >> 63 == 0, "VP.ENTER failed {s:#x}");
+        self.m.check_invariants().unwrap();
+        r
+    }
+}
+
+#[test]
+fn mng_init_td_params_checks() {
+    let m = small_platform();
+    let lp0 = bring_up(&m);
+    let lp1 = m.lp(1).unwrap();
+    let tdr = 4 << 20;
+    assert_eq!(
+        call(&lp0, 9, |r| {
+            r.rcx = tdr;
+            r.rdx = 32;
+        })
+        .0,
+        0xC000_0820_0000_0000,
+        "global HKID is not free"
+    );
+    assert_eq!(
+        call(&lp0, 9, |r| {
+            r.rcx = tdr;
+            r.rdx = 3;
+        })
+        .0,
+        0xC000_0100_0000_0002
+    );
+    assert_eq!(
+        call(&lp0, 9, |r| {
+            r.rcx = tdr + 8;
+            r.rdx = 33;
+        })
+        .0,
+        0xC000_0100_0000_0001
+    );
+    assert_eq!(
+        call(&lp0, 9, |r| {
+            r.rcx = 0;
+            r.rdx = 33;
+        })
+        .0,
+        0xC000_0300_0000_0001,
+        "RSVD page"
+    );
+    assert_eq!(
+        call(&lp0, 9, |r| {
+            r.rcx = 62 << 20;
+            r.rdx = 33;
+        })
+        .0,
+        0xC000_0300_0000_0001
+    );
+    assert_eq!(
+        call(&lp0, 9, |r| {
+            r.rcx = 1 << 40;
+            r.rdx = 33;
+        })
+        .0,
+        0xC000_0101_0000_0001
+    );
+    assert_eq!(
+        call(&lp0, 9, |r| {
+            r.rcx = tdr;
+            r.rdx = 33;
+        })
+        .0,
+        0
+    );
+    assert_eq!(m.hkid_state(33), Some(KotState::ASSIGNED));
+    let cx = tdr + 4096;
+    assert_eq!(
+        call(&lp0, 1, |r| {
+            r.rcx = cx;
+            r.rdx = tdr;
+        })
+        .0,
+        0x8000_0810_0000_0000
+    );
+    assert_eq!(call(&lp0, 8, |r| r.rcx = tdr).0, 0);
+    assert_eq!(call(&lp0, 8, |r| r.rcx = tdr).0, 0x0000_0815_0000_0000);
+    assert_eq!(call(&lp1, 8, |r| r.rcx = tdr).0, 0);
+    assert_eq!(call(&lp1, 8, |r| r.rcx = tdr).0, 0xC000_0607_0000_0000);
+    let params = 8 << 20;
+    assert_eq!(
+        call(&lp0, 21, |r| {
+            r.rcx = tdr;
+            r.rdx = params;
+        })
+        .0,
+        0xC000_0606_0000_0000
+    );
+    for i in 0..6 {
         assert_eq!(
-            call(&m.lp(p * 2).unwrap(), MNG_KEY_CONFIG, tdr, 0, 0, 0).0,
+            call(&lp0, 1, |r| {
+                r.rcx = cx + i * 4096;
+                r.rdx = tdr;
+            })
+            .0,
             0
         );
     }
-    let tdcs: Vec<u64> = (0..6).map(|_| f.next()).collect();
-    for &c in &tdcs {
-        assert_eq!(call(&lp0, MNG_ADDCX, c, tdr, 0, 0).0, 0);
-    }
-    let params = f.next();
-    write_td_params(m, params, 0);
-    assert_eq!(call(&lp0, MNG_INIT, tdr, params, 0, 0).0, 0);
-    let tdvpr = f.next();
-    assert_eq!(call(&lp0, VP_CREATE, tdvpr, tdr, 0, 0).0, 0);
-    let tdvpx: Vec<u64> = (0..5).map(|_| f.next()).collect();
-    for &c in &tdvpx {
-        assert_eq!(call(&lp0, VP_ADDCX, c, tdvpr, 0, 0).0, 0);
-    }
-    let (s, r) = call(&lp0, VP_INIT, tdvpr, 0x1234, 0, 0);
-    assert_eq!(s, 0);
-    let _ = r;
-    let mut sept = Vec::new();
-    for level in [3u64, 2, 1] {
-        let p = f.next();
-        assert_eq!(
-            call(&lp0, SEPT_ADD, level, tdr, p, 0).0,
-            0,
-            "SEPT.ADD level {level}"
-        );
-        sept.push(p);
-    }
-    TestTd {
-        tdr,
-        tdcs,
-        tdvpr,
-        tdvpx,
-        sept,
-        pages: Vec::new(),
-        hkid,
-    }
-}
-
-/// Tears a TD down as Linux does and reclaims every page, children first.
-pub(super) fn teardown(m: &Arc<EmulatedModule>, td: &TestTd) {
-    let lp0 = m.lp(0).unwrap();
-    assert_eq!(call(&lp0, VP_FLUSH, td.tdvpr, 0, 0, 0).0, 0);
-    assert_eq!(call(&lp0, VPFLUSHDONE, td.tdr, 0, 0, 0).0, 0);
-    assert_eq!(m.hkid_state(td.hkid as u16), Some(KotState::Flushed));
-    for p in 0..(m.num_lps() / 2) {
-        assert_eq!(call(&m.lp(p * 2).unwrap(), CACHE_WB, 0, 0, 0, 0).0, 0);
-    }
-    assert_eq!(call(&lp0, KEY_FREEID, td.tdr, 0, 0, 0).0, 0);
-    assert_eq!(m.hkid_state(td.hkid as u16), Some(KotState::Free));
-    let children = td
-        .pages
-        .iter()
-        .chain(&td.sept)
-        .chain(&td.tdvpx)
-        .chain(std::iter::once(&td.tdvpr))
-        .chain(&td.tdcs);
-    for &p in children {
-        let (s, r) = call(&lp0, RECLAIM, p, 0, 0, 0);
-        assert_eq!(s, 0, "reclaim {p:#x}");
-        assert_eq!(r.rdx, td.tdr);
-        assert_eq!(m.page_type(p), Some(PamtPageType::Nda));
-    }
-    let (s, r) = call(&lp0, RECLAIM, td.tdr, 0, 0, 0);
-    assert_eq!(s, 0);
-    assert_eq!(r.rcx, 4, "PT_TDR");
-    assert_eq!(m.page_type(td.tdr), Some(PamtPageType::Nda));
-    m.check_invariants().unwrap();
-}
-
-fn mng_rd(lp: &LogicalProcessor, tdr: u64, field: u64) -> u64 {
-    let (s, r) = call(lp, MNG_RD, tdr, field, 0, 0);
-    assert_eq!(s, 0, "MNG.RD {field:#x}");
-    r.r8
-}
-
-#[test]
-fn lifecycle_measured_build_and_teardown() {
-    let m = bring_up(1);
-    let lp0 = m.lp(0).unwrap();
-    // SYS.RD: MAX_TDMRS and the "first field" iteration.
-    let (s, r) = call(&lp0, SYS_RD, 0, 0x9100_0001_0000_0008, 0, 0);
-    assert_eq!((s, r.r8), (0, 64));
-    let (s, r) = call(&lp0, SYS_RD, 0, u64::MAX, 0, 0);
-    assert_eq!(s, 0x0000_0C0B_0000_0000);
-    assert_ne!(r.rdx, u64::MAX);
-    // TDX_FEATURES0 has NO_RBP_MOD (bit 18).
-    let (_, r) = call(&lp0, SYS_RD, 0, 0x0A00_0003_0000_0008, 0, 0);
-    assert_ne!(r.r8 & (1 << 18), 0);
-
-    let mut f = Frames(2 * MIB);
-    let mut td = build_td(&m, &mut f, 33);
-    assert_eq!(m.hkid_state(33), Some(KotState::Assigned));
-    assert_eq!(m.page_type(td.tdr), Some(PamtPageType::Tdr));
-    assert_eq!(m.page_type(td.tdcs[0]), Some(PamtPageType::Tdcx));
-    assert_eq!(m.page_type(td.tdvpr), Some(PamtPageType::Tdvpr));
-    assert_eq!(m.page_type(td.sept[0]), Some(PamtPageType::Ept));
-
-    // Two measured pages at GPA 0x1000 and 0x2000.
-    let mut expect = MrtdBuilder::new();
-    for (i, gpa) in [0x1000u64, 0x2000].iter().enumerate() {
-        let src = f.next();
-        let data: Vec<u8> = (0..4096)
-            .map(|b| (b as u8).wrapping_mul(i as u8 + 3))
-            .collect();
-        m.physical_memory().write(src, &data).unwrap();
-        let page = f.next();
-        assert_eq!(call(&lp0, PAGE_ADD, *gpa, td.tdr, page, src).0, 0);
-        for off in (0..4096).step_by(256) {
-            assert_eq!(call(&lp0, MR_EXTEND, gpa + off, td.tdr, 0, 0).0, 0);
-        }
-        let arr: &[u8; 4096] = data.as_slice().try_into().unwrap();
-        expect.add_page(Gpa(*gpa), arr, true).unwrap();
-        td.pages.push(page);
-        // Isolation: the host reads zeros from the private page.
-        let mut back = vec![1u8; 4096];
-        m.physical_memory().read(page, &mut back).unwrap();
-        assert!(back.iter().all(|b| *b == 0));
-    }
-    assert_eq!(call(&lp0, MR_FINALIZE, td.tdr, 0, 0, 0).0, 0);
-    let want = expect.finalize().to_bytes();
-    let mut got = [0u8; 48];
-    for i in 0..6u64 {
-        got[i as usize * 8..i as usize * 8 + 8]
-            .copy_from_slice(&mng_rd(&lp0, td.tdr, 0x1310_0003_0000_0000 + i).to_le_bytes());
-    }
-    assert_eq!(
-        got, want,
-        "MRTD equals the independent MrtdBuilder computation"
-    );
-    // OP_STATE RUNNABLE (2), CHLDCNT = 6 TDCS + TDVPR + 5 TDVPX + 3 SEPT + 2 pages = 17.
-    assert_eq!(mng_rd(&lp0, td.tdr, 0x9010_0002_0000_0004), 2);
-    assert_eq!(mng_rd(&lp0, td.tdr, 0x8010_0003_0000_0004), 17);
-    assert_eq!(mng_rd(&lp0, td.tdr, 0x8110_0001_0000_0001), 33);
-
-    // VP.ENTER without an engine: asynchronous exit, reason 1 (external interrupt).
-    let (s, _) = call(&lp0, VP_ENTER, td.tdvpr, 0, 0, 0);
-    assert_eq!(s, 1);
-    // ...on another LP: the vCPU is associated with LP 0.
-    let (s, _) = call(&m.lp(1).unwrap(), VP_ENTER, td.tdvpr, 0, 0, 0);
-    assert_eq!(s, 0x8000_0701_0000_0000);
-
-    // Runtime memory: AUG a page, block + track + remove it.
-    let aug = f.next();
-    assert_eq!(call(&lp0, PAGE_AUG, 0x3000, td.tdr, aug, 0).0, 0);
-    let (s, r) = call(&lp0, SEPT_RD, 0x3000, td.tdr, 0, 0);
-    assert_eq!(s, 0);
-    assert_eq!(r.rdx, 2 << 8, "level 0, PENDING");
-    assert_eq!(r.rcx & 0x000F_FFFF_FFFF_F000, aug);
-    assert_eq!(call(&lp0, RANGE_BLOCK, 0x3000, td.tdr, 0, 0).0, 0);
-    assert_eq!(
-        call(&lp0, PAGE_REMOVE, 0x3000, td.tdr, 0, 0).0,
-        0xC000_0B08_0000_0001,
-        "TLB_TRACKING_NOT_DONE (RCX)"
-    );
-    assert_eq!(call(&lp0, MEM_TRACK, td.tdr, 0, 0, 0).0, 0);
-    assert_eq!(call(&lp0, PAGE_REMOVE, 0x3000, td.tdr, 0, 0).0, 0);
-    assert_eq!(m.page_type(aug), Some(PamtPageType::Nda));
-    m.check_invariants().unwrap();
-
-    teardown(&m, &td);
-    // Every frame we used is back to NDA, every HKID but the global one free.
-    for p in (2 * MIB..f.0).step_by(4096) {
-        assert_eq!(m.page_type(p), Some(PamtPageType::Nda), "{p:#x}");
-    }
-    for h in 33..48 {
-        assert_eq!(m.hkid_state(h), Some(KotState::Free));
-    }
-    assert_eq!(m.hkid_state(32), Some(KotState::Reserved));
-}
-
-#[test]
-fn dispatcher_rejects_bad_rax_and_gates_readiness() {
-    let m = EmulatedModule::new(PlatformConfig::default()).unwrap();
-    let lp0 = m.lp(0).unwrap();
-    // Bits 63:24 set.
-    assert_eq!(
-        call(&lp0, 1 << 24 | SYS_INIT, 0, 0, 0, 0).0,
-        0xC000_0100_0000_0000
-    );
-    // Version 1 of SYS.INIT.
-    assert_eq!(
-        call(&lp0, (1 << 16) | SYS_INIT, 0, 0, 0, 0).0,
-        0xC000_0100_0000_0000
-    );
-    // Unknown leaf.
-    assert_eq!(call(&lp0, 0xFFFF, 0, 0, 0, 0).0, 0xC000_0100_0000_0000);
-    // Not ready.
-    assert_eq!(
-        call(&lp0, MNG_CREATE, 0x20_0000, 33, 0, 0).0,
-        0xC000_0505_0000_0000
-    );
-    assert_eq!(call(&lp0, SYS_INIT, 0, 0, 0, 0).0, 0);
-    // SYS.RD before LP.INIT on this LP.
-    assert_eq!(
-        call(&lp0, SYS_RD, 0, 0x9100_0001_0000_0008, 0, 0).0,
-        0xC000_0502_0000_0000
-    );
-    assert!(m.lp(2).is_none());
-}
-
-#[test]
-fn fault_injection_forces_busy_then_succeeds() {
-    let m = bring_up(1);
-    let lp0 = m.lp(0).unwrap();
-    let mut f = Frames(2 * MIB);
-    let tdr = f.next();
-    m.faults()
-        .inject(MNG_CREATE as u16, InjectedFault::Busy { operand: 186 }, 2);
-    assert_eq!(
-        call(&lp0, MNG_CREATE, tdr, 34, 0, 0).0,
-        0x8000_0200_0000_00BA
-    );
-    assert_eq!(
-        call(&lp0, MNG_CREATE, tdr, 34, 0, 0).0,
-        0x8000_0200_0000_00BA
-    );
-    assert_eq!(call(&lp0, MNG_CREATE, tdr, 34, 0, 0).0, 0);
-    m.faults()
-        .inject(CACHE_WB as u16, InjectedFault::InterruptedResumable, 1);
-    assert_eq!(call(&lp0, CACHE_WB, 0, 0, 0, 0).0, 0x8000_0003_0000_0000);
-}
-
-#[test]
-fn host_write_poisons_private_page_and_mr_extend_is_fatal() {
-    let m = bring_up(1);
-    let lp0 = m.lp(0).unwrap();
-    let mut f = Frames(2 * MIB);
-    let td = build_td(&m, &mut f, 33);
-    let src = f.next();
-    let page = f.next();
-    assert_eq!(call(&lp0, PAGE_ADD, 0x1000, td.tdr, page, src).0, 0);
-    m.physical_memory().write(page + 8, &[0xAA; 8]).unwrap();
-    assert_eq!(
-        call(&lp0, MR_EXTEND, 0x1000, td.tdr, 0, 0).0,
-        0xE000_0604_0000_0000
-    );
-}
-
-/// A finalized TD with one vCPU and the scripted engine attached.
-fn runnable_td() -> (Arc<EmulatedModule>, TestTd, Frames, ScriptedVcpu) {
-    let m = bring_up(1);
-    let lp0 = m.lp(0).unwrap();
-    let mut f = Frames(2 * MIB);
-    let mut td = build_td(&m, &mut f, 33);
-    let src = f.next();
-    let page = f.next();
-    assert_eq!(call(&lp0, PAGE_ADD, 0x1000, td.tdr, page, src).0, 0);
-    td.pages.push(page);
-    assert_eq!(call(&lp0, MR_FINALIZE, td.tdr, 0, 0, 0).0, 0);
-    let g = m.scripted_vcpu(td.tdvpr);
-    (m, td, f, g)
-}
-
-const DONE_MAGIC: u64 = 0xD0E;
-
-#[test]
-fn scripted_guest_leaves_and_exits() {
-    let (m, td, mut f, g) = runnable_td();
-    let lp0 = m.lp(0).unwrap();
-    // AUG 0x3000 (4K) before the guest runs; 0x5000 is AUGed on the guest's EPT violation.
-    let aug3 = f.next();
-    assert_eq!(call(&lp0, PAGE_AUG, 0x3000, td.tdr, aug3, 0).0, 0);
-    let aug5 = f.next();
-    let tdr = td.tdr;
-    let tdvpr = td.tdvpr;
-    let host = {
-        let lp0 = lp0.clone();
-        std::thread::spawn(move || {
-            let mut exits = Vec::new();
-            let mut regs = Regs::default();
-            loop {
-                regs.rax = VP_ENTER;
-                regs.rcx = tdvpr;
-                let s = lp0.seamcall(&mut regs).raw();
-                exits.push((s, regs));
-                match s {
-                    // EPT violation: AUG the page (the ACCEPT retries on re-entry).
-                    48 => {
-                        assert_eq!(regs.rdx & 0xF, 1, "extended qualification ACCEPT");
-                        assert_eq!(call(&lp0, PAGE_AUG, regs.r8, tdr, aug5, 0).0, 0);
-                        regs = Regs::default();
-                    }
-                    77 if regs.r11 == DONE_MAGIC => break,
-                    // TDVMCALL: answer R10 = 0 (success), R11 = 0x42.
-                    77 => {
-                        regs = Regs {
-                            r10: 0,
-                            r11: 0x42,
-                            ..Regs::default()
-                        };
-                    }
-                    other => panic!("unexpected exit {other:#x}"),
-                }
-            }
-            exits
-        })
-    };
-    // TDG.VP.INFO: GPAW 48, NUM_VCPUS 1 / MAX_VCPUS 4, index 0.
-    let mut r = Regs::with_leaf(1);
-    assert_eq!(g.tdcall(&mut r).raw(), 0);
-    assert_eq!((r.rcx, r.r8, r.r9), (48, 1 | (4 << 32), 0));
-    // ACCEPT 0x3000: success, then PAGE_ALREADY_ACCEPTED (level 0 in the low bits).
-    let mut r = Regs {
-        rax: 6,
-        rcx: 0x3000,
-        ..Regs::default()
-    };
-    assert_eq!(g.tdcall(&mut r).raw(), 0);
-    let mut r = Regs {
-        rax: 6,
-        rcx: 0x3000,
-        ..Regs::default()
-    };
-    assert_eq!(g.tdcall(&mut r).raw(), 0x0000_0B0A_0000_0000);
-    // ACCEPT of the 2 MiB range at GPA 0: a page table is there → PAGE_SIZE_MISMATCH, level 1.
-    let mut r = Regs {
-        rax: 6,
-        rcx: 1,
-        ..Regs::default()
-    };
-    assert_eq!(g.tdcall(&mut r).raw(), 0xC000_0B0B_0000_0001);
-    // ACCEPT 0x5000, never AUGed: EPT violation exit, host AUGs, the ACCEPT completes.
-    let mut r = Regs {
-        rax: 6,
-        rcx: 0x5000,
-        ..Regs::default()
-    };
-    assert_eq!(g.tdcall(&mut r).raw(), 0);
-    // The accepted page is zeroed and writable.
-    g.write(0x5010, b"hello").unwrap();
-    let mut b = [0u8; 8];
-    g.read(0x500E, &mut b).unwrap();
-    assert_eq!(&b, b"\0\0hello\0");
-    // RTMR[2] extend with 48 bytes at 0x5040: SHA-384(48 zero bytes || data).
-    let data = [0x5Au8; 48];
-    g.write(0x5040, &data).unwrap();
-    let mut r = Regs {
-        rax: 2,
-        rcx: 0x5040,
-        rdx: 2,
-        ..Regs::default()
-    };
-    assert_eq!(g.tdcall(&mut r).raw(), 0);
-    let mut r = Regs {
-        rax: 2,
-        rcx: 0x5040,
-        rdx: 4,
-        ..Regs::default()
-    };
-    assert_eq!(
-        g.tdcall(&mut r).raw(),
-        0xC000_0100_0000_0002,
-        "RTMR index 4: RDX"
-    );
-    let mut msg = vec![0u8; 48];
-    msg.extend_from_slice(&data);
-    let want_rtmr: [u8; 48] = sha2::Sha384::digest(&msg).into();
-    // TDG.MR.REPORT into 0x5400 with REPORTDATA at 0x5080.
-    g.write(0x5080, &[7u8; 64]).unwrap();
-    let mut r = Regs {
-        rax: 4,
-        rcx: 0x5400,
-        rdx: 0x5080,
-        ..Regs::default()
-    };
-    assert_eq!(g.tdcall(&mut r).raw(), 0);
-    let mut rep = vec![0u8; 1024];
-    g.read(0x5400, &mut rep).unwrap();
-    assert_eq!(rep[0], 0x81);
-    assert_eq!(&rep[128..192], &[7u8; 64]);
-    let tee_info_hash: [u8; 48] = sha2::Sha384::digest(&rep[512..1024]).into();
-    assert_eq!(&rep[80..128], &tee_info_hash);
-    assert_eq!(&rep[512 + 304..512 + 352], &want_rtmr, "RTMR2 in TDINFO");
-    let mac: &[u8; 256] = rep[..256].try_into().unwrap();
-    assert!(m.verify_report_mac(mac));
-    let mut forged = *mac;
-    forged[130] ^= 1;
-    assert!(!m.verify_report_mac(&forged));
-    // A read of a PENDING page: #VE with VE_INFO; a second one before VEINFO.GET: #DF.
-    let aug6 = f.next();
-    // (the host is blocked in VP.ENTER; a second host thread may still call SEAMCALLs)
-    assert_eq!(call(&lp0, PAGE_AUG, 0x6000, td.tdr, aug6, 0).0, 0);
-    assert_eq!(
-        g.read(0x6008, &mut b),
-        Err(GuestAccessFault::VirtualizationException { gpa: 0x6008 })
-    );
-    assert_eq!(
-        g.read(0x6008, &mut b),
-        Err(GuestAccessFault::DoubleFault { gpa: 0x6008 })
-    );
-    let mut r = Regs::with_leaf(3);
-    assert_eq!(g.tdcall(&mut r).raw(), 0);
-    assert_eq!((r.rcx, r.r9), (48, 0x6008));
-    let mut r = Regs::with_leaf(3);
-    assert_eq!(
-        g.tdcall(&mut r).raw(),
-        0xC000_0704_0000_0000,
-        "NO_VALID_VE_INFO"
-    );
-    // TDG.VP.VMCALL selecting R10..R13: the host answers R10 = 0, R11 = 0x42.
-    let mut r = Regs {
-        rax: 0,
-        rcx: 0x3C00,
-        r10: 0,
-        r11: 0x1E,
-        r12: 1,
-        r13: 0,
-        ..Regs::default()
-    };
-    assert_eq!(g.tdcall(&mut r).raw(), 0);
-    assert_eq!((r.r10, r.r11), (0, 0x42));
-    // A mask selecting RCX is refused.
-    let mut r = Regs {
-        rax: 0,
-        rcx: 0x2,
-        ..Regs::default()
-    };
-    assert_eq!(g.tdcall(&mut r).raw(), 0xC000_0100_0000_0001);
-    // Done.
-    let mut r = Regs {
-        rax: 0,
-        rcx: 0xC00,
-        r11: DONE_MAGIC,
-        ..Regs::default()
-    };
-    let _ = std::thread::spawn(move || g.tdcall(&mut r));
-    let exits = host.join().unwrap();
-    let vmcall = exits
-        .iter()
-        .find(|(s, r)| *s == 77 && r.r11 == 0x1E)
-        .unwrap();
-    assert_eq!(vmcall.1.rcx, 0x3C00, "RCX = the guest's select mask");
-    assert_eq!(vmcall.1.r12, 1);
-    assert_eq!(vmcall.1.rbx, 0, "unselected GPRs are 0");
-    m.check_invariants().unwrap();
-}
-
-#[test]
-fn running_vcpu_makes_host_leaves_busy() {
-    let (m, td, _f, g) = runnable_td();
-    let lp0 = m.lp(0).unwrap();
-    let tdvpr = td.tdvpr;
-    let host = {
-        let lp0 = lp0.clone();
-        std::thread::spawn(move || call(&lp0, VP_ENTER, tdvpr, 0, 0, 0))
-    };
-    // Wait until the guest runs (the host thread is inside TDH.VP.ENTER).
-    let mut r = Regs::with_leaf(1);
-    assert_eq!(g.tdcall(&mut r).raw(), 0);
-    // TDVPR held by the running vCPU: VP.FLUSH gets OPERAND_BUSY on RCX.
-    assert_eq!(
-        call(&lp0, VP_FLUSH, tdvpr, 0, 0, 0).0,
-        0x8000_0200_0000_0001
-    );
-    // TDR held shared: VPFLUSHDONE (exclusive) is BUSY too.
-    assert_eq!(
-        call(&lp0, VPFLUSHDONE, td.tdr, 0, 0, 0).0,
-        0x8000_0200_0000_0001
-    );
-    // The vCPU runs in epoch 1: the first TRACK moves to 2, the second finds epoch 1 busy.
-    assert_eq!(call(&lp0, MEM_TRACK, td.tdr, 0, 0, 0).0, 0);
-    assert_eq!(
-        call(&lp0, MEM_TRACK, td.tdr, 0, 0, 0).0,
-        0x8000_0201_0000_0000
-    );
-    // VP.ENTER of the running (ACTIVE) vCPU from another LP: VCPU_STATE_INCORRECT with the
-    // current state (ACTIVE = 4) in the low bits; the state is checked before the association.
-    assert_eq!(
-        call(&m.lp(1).unwrap(), VP_ENTER, tdvpr, 0, 0, 0).0,
-        0xC000_0700_0000_0004
-    );
-    let mut r = Regs {
-        rax: 0,
-        rcx: 0xC00,
-        r11: DONE_MAGIC,
-        ..Regs::default()
-    };
-    let _ = std::thread::spawn(move || g.tdcall(&mut r));
-    let (s, out) = host.join().unwrap();
-    assert_eq!((s, out.r11), (77, DONE_MAGIC));
-    // After the exit the epoch is free again.
-    assert_eq!(call(&lp0, MEM_TRACK, td.tdr, 0, 0, 0).0, 0);
-    teardown(&m, &td);
-}
-
-#[test]
-fn mng_init_checks_td_params_fields_with_operand_ids() {
-    let m = bring_up(1);
-    let lp0 = m.lp(0).unwrap();
-    let mut f = Frames(2 * MIB);
-    let tdr = f.next();
-    assert_eq!(call(&lp0, MNG_CREATE, tdr, 40, 0, 0).0, 0);
-    assert_eq!(call(&lp0, MNG_KEY_CONFIG, tdr, 0, 0, 0).0, 0);
-    for _ in 0..6 {
-        assert_eq!(call(&lp0, MNG_ADDCX, f.next(), tdr, 0, 0).0, 0);
-    }
-    let params = f.next();
-    // (byte offset, bytes, expected operand id) — tdx-module-abi.md §5.1, §4.3.
-    let cases: [(usize, Vec<u8>, u64); 8] = [
-        (0, (1u64 << 31).to_le_bytes().to_vec(), 64), // ATTRIBUTES.KL not allowed
-        (8, 0x1u64.to_le_bytes().to_vec(), 65),       // XFAM without SSE
-        (16, 0u16.to_le_bytes().to_vec(), 68),        // MAX_VCPUS 0
-        (18, vec![1], 71),                            // NUM_L2_VMS
-        (24, (6u64 | (2 << 3)).to_le_bytes().to_vec(), 67), // 3-level EPT
-        (32, 0x8u64.to_le_bytes().to_vec(), 66),      // CONFIG_FLAGS bit 3
-        (40, 3u16.to_le_bytes().to_vec(), 70),        // TSC 75 MHz
-        (50, vec![1], 2),                             // reserved byte → RDX
+    type Case = (Box<dyn Fn(&mut [u8; 1024])>, u64, Option<u64>);
+    let cases: Vec<Case> = vec![
+        (Box::new(|p| p[0] = 2), 0xC000_0100_0000_0040, None),
+        (Box::new(|p| p[3] = 0x80), 0xC000_0100_0000_0040, None), // KL bit 31
+        (
+            Box::new(|p| {
+                p[0] = 1;
+                p[3] = 0x20;
+            }),
+            0xC000_0100_0000_0040,
+            None,
+        ), // DEBUG + MIGRATABLE
+        (Box::new(|p| p[8] = 1), 0xC000_0100_0000_0041, None),
+        (Box::new(|p| p[8] = 0x23), 0xC000_0100_0000_0041, None), // AVX-512 partial
+        (Box::new(|p| p[16] = 0), 0xC000_0100_0000_0044, None),
+        (Box::new(|p| p[18] = 4), 0xC000_0100_0000_0047, None),
+        (Box::new(|p| p[18] = 1), 0xC000_0606_0000_0000, None),
+        (Box::new(|p| p[21] = 1), 0xC000_0100_0000_0002, None),
+        (Box::new(|p| p[32] = 8), 0xC000_0100_0000_0042, None),
+        (
+            Box::new(|p| p[24] = 6 | (2 << 3)),
+            0xC000_0100_0000_0043,
+            None,
+        ),
+        (Box::new(|p| p[32] = 1), 0xC000_0100_0000_0043, None), // GPAW 52 needs 5-level
+        (Box::new(|p| p[40] = 3), 0xC000_0100_0000_0046, None),
+        (Box::new(|p| p[50] = 1), 0xC000_0100_0000_0002, None),
+        (Box::new(|p| p[19] = 2), 0xC000_0100_0000_0002, None),
+        (Box::new(|p| p[240] = 1), 0xC000_0100_0000_0002, None),
+        // CPUID leaf 0xA (index 7) has no configurable bits: RCX = leaf | subleaf << 32.
+        (
+            Box::new(|p| p[256 + 16 * 7] = 1),
+            0xC000_0100_0000_0045,
+            Some(0xFFFF_FFFF_0000_000A),
+        ),
+        (Box::new(|p| p[600] = 1), 0xC000_0100_0000_0002, None),
+        (
+            Box::new(|p| {
+                p[19] = 1;
+                p[224] = 1;
+            }),
+            0xC000_0100_0000_0048,
+            None,
+        ),
     ];
-    for (off, bytes, operand) in cases {
-        write_td_params(&m, params, 0);
-        m.physical_memory()
-            .write(params + off as u64, &bytes)
-            .unwrap();
-        assert_eq!(
-            call(&lp0, MNG_INIT, tdr, params, 0, 0).0,
-            0xC000_0100_0000_0000 | operand,
-            "offset {off}"
-        );
+    for (i, (f, want, rcx)) in cases.iter().enumerate() {
+        let mut p = td_params(0);
+        f(&mut p);
+        m.physical_memory().write(params, &p).unwrap();
+        let (s, r) = call(&lp0, 21, |r| {
+            r.rcx = tdr;
+            r.rdx = params;
+        });
+        assert_eq!(s, *want, "case {i}");
+        if let Some(x) = rcx {
+            assert_eq!(r.rcx, *x, "case {i} extended info");
+        }
     }
-    // GPAW 52 with a 4-level EPT: EPTP_CONTROLS (67).
-    write_td_params(&m, params, 0);
+    assert_eq!(
+        call(&lp0, 21, |r| {
+            r.rcx = tdr;
+            r.rdx = params + 512;
+        })
+        .0,
+        0xC000_0100_0000_0002
+    );
     m.physical_memory()
-        .write(params + 32, &1u64.to_le_bytes())
+        .write(params, &td_params(1 << 28))
         .unwrap();
     assert_eq!(
-        call(&lp0, MNG_INIT, tdr, params, 0, 0).0,
-        0xC000_0100_0000_0043
+        call(&lp0, 21, |r| {
+            r.rcx = tdr;
+            r.rdx = params;
+        })
+        .0,
+        0
     );
-    write_td_params(&m, params, 0);
-    assert_eq!(call(&lp0, MNG_INIT, tdr, params, 0, 0).0, 0);
-}
-
-#[test]
-fn sept_remove_order_and_2m_aug_accept() {
-    let (m, td, mut f, g) = runnable_td();
-    let lp0 = m.lp(0).unwrap();
-    // A second PD entry (GPA 2 MiB) gets a 2 MiB AUG directly at level 1.
-    let big = 64 * MIB;
-    assert_eq!(call(&lp0, PAGE_AUG, (2 * MIB) | 1, td.tdr, big, 0).0, 0);
-    assert_eq!(m.page_type(big + 4096 * 7), Some(PamtPageType::Reg));
-    // Misaligned 2 MiB target: OPERAND_INVALID on R8.
     assert_eq!(
-        call(&lp0, PAGE_AUG, (4 * MIB) | 1, td.tdr, big + 4096, 0).0,
-        0xC000_0100_0000_0008
+        call(&lp0, 21, |r| {
+            r.rcx = tdr;
+            r.rdx = params;
+        })
+        .0,
+        0xC000_0608_0000_0000
     );
-    // SEPT.REMOVE of the PT while it maps a page: EPT_PAGE_NOT_FREE... first it must be blocked
-    // (RUNNABLE): GPA_RANGE_NOT_BLOCKED with the entry in RCX/RDX.
-    let (s, r) = call(&lp0, 30, 1, td.tdr, 0, 0);
-    assert_eq!(s, 0xC000_0B06_0000_0001);
-    assert_eq!(r.rdx, 0x84 << 8 | 1, "NL_MAPPED at level 1");
-    assert_eq!(call(&lp0, RANGE_BLOCK, 1, td.tdr, 0, 0).0, 0);
-    assert_eq!(call(&lp0, MEM_TRACK, td.tdr, 0, 0, 0).0, 0);
-    assert_eq!(
-        call(&lp0, 30, 1, td.tdr, 0, 0).0,
-        0xC000_0B0E_0000_0001,
-        "EPT_PAGE_NOT_FREE"
-    );
-    // The guest accepts the 2 MiB page at once.
-    let host = {
-        let lp0 = lp0.clone();
-        let tdvpr = td.tdvpr;
-        std::thread::spawn(move || call(&lp0, VP_ENTER, tdvpr, 0, 0, 0))
-    };
-    let mut r = Regs {
-        rax: 6,
-        rcx: (2 * MIB) | 1,
-        ..Regs::default()
-    };
-    assert_eq!(g.tdcall(&mut r).raw(), 0);
-    // A 4 KiB accept inside it: PAGE_ALREADY_ACCEPTED with level 1.
-    let mut r = Regs {
-        rax: 6,
-        rcx: 2 * MIB + 0x5000,
-        ..Regs::default()
-    };
-    assert_eq!(g.tdcall(&mut r).raw(), 0x0000_0B0A_0000_0001);
-    let mut r = Regs {
-        rax: 0,
-        rcx: 0xC00,
-        r11: DONE_MAGIC,
-        ..Regs::default()
-    };
-    let _ = std::thread::spawn(move || g.tdcall(&mut r));
-    assert_eq!(host.join().unwrap().0, 77);
-    let _ = f.next();
+    // MNG.RD of TDCS fields after INIT.
+    let (s, r) = call(&lp0, 11, |r| {
+        r.rcx = tdr;
+        r.rdx = 0x1110_0003_0000_0000;
+    });
+    assert_eq!((s, r.r8), (0, 1 << 28));
+    let (s, r) = call(&lp0, 11, |r| {
+        r.rcx = tdr;
+        r.rdx = 0x9010_0002_0000_0004;
+    });
+    assert_eq!((s, r.r8), (0, 1));
+    let (s, r) = call(&lp0, 11, |r| {
+        r.rcx = tdr;
+        r.rdx = 0x8010_0003_0000_0004;
+    });
+    assert_eq!((s, r.r8), (0, 6), "CHLDCNT = 6 TDCS pages");
     m.check_invariants().unwrap();
 }
 
 #[test]
-fn invariants_hold_during_out_of_order_reclaim() {
-    let (m, td, _f, _g) = runnable_td();
-    let lp0 = m.lp(0).unwrap();
-    assert_eq!(call(&lp0, VP_FLUSH, td.tdvpr, 0, 0, 0).0, 0);
-    assert_eq!(call(&lp0, VPFLUSHDONE, td.tdr, 0, 0, 0).0, 0);
-    assert_eq!(call(&lp0, CACHE_WB, 0, 0, 0, 0).0, 0);
-    // Nothing left to flush: NO_HKID_READY_TO_WBCACHE (success class).
-    assert_eq!(call(&lp0, CACHE_WB, 0, 0, 0, 0).0, 0x0000_0821_0000_0000);
-    assert_eq!(call(&lp0, KEY_FREEID, td.tdr, 0, 0, 0).0, 0);
-    // The SEPT root (TDCS page 3) first, then a leaf page: still consistent.
-    assert_eq!(call(&lp0, RECLAIM, td.tdcs[3], 0, 0, 0).0, 0);
-    m.check_invariants().unwrap();
-    // RDMD of a TD page: type REG (3), owner the TDR, size 4K.
-    let (s, r) = call(&lp0, 24, td.pages[0], 0, 0, 0);
-    assert_eq!((s, r.rcx, r.rdx, r.r8), (0, 3, td.tdr, 0));
-    assert_eq!(call(&lp0, RECLAIM, td.pages[0], 0, 0, 0).0, 0);
-    // WBINVD with the TD's HKID bits (33 << shift) on the reclaimed page; a non-TDX KeyID fails.
-    let shift = m.hkid_shift();
-    assert_eq!(call(&lp0, 41, td.pages[0] | (33 << shift), 0, 0, 0).0, 0);
+fn sept_errors_report_entry_details() {
+    let mut b = create_td(0);
+    let tdr = b.tdr;
+    let page = b.alloc();
+    // AUG at GPA 0 without any S-EPT table: walk fails at the root (level 3), entry FREE.
+    let (s, r) = call(&b.lp0, 6, |r| {
+        r.rcx = 0;
+        r.rdx = tdr;
+        r.r8 = page;
+    });
+    assert_eq!(s, 0xC000_0B00_0000_0001);
+    assert_eq!((r.rcx, r.rdx), (1 << 63, 3));
+    // Bad GPA+level operands.
     assert_eq!(
-        call(&lp0, 41, td.pages[0] | (1 << shift), 0, 0, 0).0,
+        call(&b.lp0, 6, |r| {
+            r.rcx = 2;
+            r.rdx = tdr;
+            r.r8 = page;
+        })
+        .0,
         0xC000_0100_0000_0001
     );
-    m.check_invariants().unwrap();
-}
-
-#[test]
-fn sys_rdall_lists_metadata() {
-    let m = bring_up(1);
-    let lp0 = m.lp(0).unwrap();
-    let buf = 3 * MIB;
-    let (s, r) = call(&lp0, 37, 0, buf, u64::MAX, 0);
-    assert_eq!(s, 0);
-    let mut b = vec![0u8; 4096];
-    m.physical_memory().read(buf, &mut b).unwrap();
-    let n = u16::from_le_bytes([b[2], b[3]]) as usize;
-    assert!(n > 20);
-    assert_eq!(r.r8, u64::MAX, "every field fitted");
-    let fields: Vec<(u64, u64)> = (0..n)
-        .map(|i| {
-            let o = 8 + 16 * i;
-            (
-                u64::from_le_bytes(b[o..o + 8].try_into().unwrap()),
-                u64::from_le_bytes(b[o + 8..o + 16].try_into().unwrap()),
-            )
+    assert_eq!(
+        call(&b.lp0, 6, |r| {
+            r.rcx = 0x1001;
+            r.rdx = tdr;
+            r.r8 = page;
         })
-        .collect();
-    assert!(
-        fields.contains(&(0x0800_0002_0000_0000, 0x8086)),
-        "VENDOR_ID"
+        .0,
+        0xC000_0100_0000_0001
     );
-    assert!(
-        fields.contains(&(0x9800_0001_0000_0100, 6 * 4096)),
-        "TDCS_BASE_SIZE"
+    assert_eq!(
+        call(&b.lp0, 6, |r| {
+            r.rcx = 1 << 47;
+            r.rdx = tdr;
+            r.r8 = page;
+        })
+        .0,
+        0xC000_0100_0000_0001
     );
-    assert!(
-        fields.contains(&(0x9000_0003_0000_0080, MIB)),
-        "CMR_BASE[0]"
+    // VP.CREATE etc. and SEPT.ADD of an existing level.
+    add_vcpu_and_sept(&mut b);
+    // TD CPUID_VALUES: leaf 1, no subleaf (code 0x300), element 0 = EAX | EBX << 32; EAX = the
+    // platform F/M/S because TD_PARAMS left it 0.
+    let r = b.ok(11, |r| {
+        r.rcx = tdr;
+        r.rdx = 0x9410_0003_0000_0300;
+    });
+    assert_eq!(r.r8 & 0xFFFF_FFFF, 0x0008_06F8);
+    // PEND_NMI is host-writable (0/1), VCPU_STATE readable, VCPU_STATE not writable.
+    let tdvpr = b.tdvpr;
+    b.ok(43, |r| {
+        r.rcx = tdvpr;
+        r.rdx = 0x2020_0000_0000_000B;
+        r.r8 = 1;
+        r.r9 = 1;
+    });
+    let r = b.ok(26, |r| {
+        r.rcx = tdvpr;
+        r.rdx = 0x2020_0000_0000_000B;
+    });
+    assert_eq!(r.r8, 1);
+    let (s, _) = call(&b.lp0, 43, |r| {
+        r.rcx = tdvpr;
+        r.rdx = 0x2020_0000_0000_000B;
+        r.r8 = 2;
+        r.r9 = 3;
+    });
+    assert_eq!(s, 0xC000_0C03_0000_0000);
+    let r = b.ok(26, |r| {
+        r.rcx = tdvpr;
+        r.rdx = 0xA020_0000_0000_0000;
+    });
+    assert_eq!(r.r8, 2, "VCPU_STATE READY");
+    let (s, _) = call(&b.lp0, 43, |r| {
+        r.rcx = tdvpr;
+        r.rdx = 0xA020_0000_0000_0000;
+        r.r8 = 0;
+        r.r9 = u64::MAX;
+    });
+    assert_eq!(s, 0xC000_0C01_0000_0000);
+    let p2 = b.alloc();
+    let (s, r) = call(&b.lp0, 3, |r| {
+        r.rcx = 1;
+        r.rdx = tdr;
+        r.r8 = p2;
+    });
+    assert_eq!(s, 0xC000_0B0D_0000_0001);
+    assert_eq!(r.rdx, 0x8401, "level 1, NL_MAPPED");
+    // v1 with "allow existing" succeeds without consuming the page.
+    let (s, _) = call(&b.lp0, 1 << 16 | 3, |r| {
+        r.rcx = 1;
+        r.rdx = tdr | 1;
+        r.r8 = p2;
+    });
+    assert_eq!(s, 0);
+    assert_eq!(b.m.page_type(p2), Some(PamtPageType::PT_NDA));
+    // RDX reserved bits; R8 "none" (all ones) only in version 1 and only over a table.
+    let (s, _) = call(&b.lp0, 3, |r| {
+        r.rcx = 1;
+        r.rdx = tdr | 2;
+        r.r8 = p2;
+    });
+    assert_eq!(s, 0xC000_0100_0000_0002);
+    let (s, _) = call(&b.lp0, 3, |r| {
+        r.rcx = 1;
+        r.rdx = tdr;
+        r.r8 = u64::MAX;
+    });
+    assert_eq!(s, 0xC000_0100_0000_0008);
+    let (s, r) = call(&b.lp0, 1 << 16 | 3, |r| {
+        r.rcx = 1;
+        r.rdx = tdr | 1;
+        r.r8 = p2;
+    });
+    assert_eq!(
+        (s, r.r8),
+        (0, p2 | 1 << 63),
+        "existing table: page not used, bit 63 set"
     );
+    // MNG.RD version 1: all-ones asks for the first field, then "next" chains.
+    let (s, r) = call(&b.lp0, 1 << 16 | 11, |r| {
+        r.rcx = tdr;
+        r.rdx = u64::MAX;
+    });
+    assert_eq!(s, 0x0000_0C0B_0000_0000);
+    let first = r.rdx;
+    let (s, r) = call(&b.lp0, 1 << 16 | 11, |r| {
+        r.rcx = tdr;
+        r.rdx = first;
+    });
+    assert_eq!(s, 0);
+    assert_ne!(r.rdx, u64::MAX);
+    // PAGE.ADD twice at the same GPA, with a private source, with a wrong level.
+    let src = b.alloc();
+    let t = b.alloc();
+    b.ok(2, |r| {
+        r.rcx = 0;
+        r.rdx = tdr;
+        r.r8 = t;
+        r.r9 = src;
+    });
+    let t2 = b.alloc();
+    let (s, r) = call(&b.lp0, 2, |r| {
+        r.rcx = 0;
+        r.rdx = tdr;
+        r.r8 = t2;
+        r.r9 = src;
+    });
+    assert_eq!(s, 0xC000_0B0D_0000_0001);
+    assert_eq!(r.rdx, 0x0400, "level 0, MAPPED");
+    assert_eq!(
+        call(&b.lp0, 2, |r| {
+            r.rcx = 0x1000;
+            r.rdx = tdr;
+            r.r8 = t2;
+            // A source HPA whose HKID bits name a private KeyID is not a shared HPA.
+            r.r9 = src | (33 << b.m.hkid_shift());
+        })
+        .0,
+        0xC000_0100_0000_0009
+    );
+    assert_eq!(
+        call(&b.lp0, 2, |r| {
+            r.rcx = 0x1000;
+            r.rdx = tdr;
+            r.r8 = t;
+            r.r9 = src;
+        })
+        .0,
+        0xC000_0300_0000_0008
+    );
+    // HKID bits of a shared (MKTME) KeyID are allowed in a shared HPA.
+    let t3 = b.alloc();
+    b.ok(2, |r| {
+        r.rcx = 0x2000;
+        r.rdx = tdr;
+        r.r8 = t3;
+        r.r9 = src | (1 << b.m.hkid_shift());
+    });
+    // SEPT.REMOVE of a table with a mapped page; SEPT.RD.
+    let (s, _) = call(&b.lp0, 30, |r| {
+        r.rcx = 1;
+        r.rdx = tdr;
+    });
+    assert_eq!(s, 0xC000_0B0E_0000_0001);
+    let r = b.ok(25, |r| {
+        r.rcx = 0;
+        r.rdx = tdr;
+    });
+    assert_eq!(r.rdx, 0x0400);
+    assert_eq!(r.rcx & 0x000F_FFFF_FFFF_F000, t);
+    // MR.FINALIZE then PAGE.ADD: OP_STATE_INCORRECT.
+    b.ok(17, |r| r.rcx = tdr);
+    assert_eq!(
+        call(&b.lp0, 2, |r| {
+            r.rcx = 0x1000;
+            r.rdx = tdr;
+            r.r8 = t2;
+            r.r9 = src;
+        })
+        .0,
+        0xC000_0608_0000_0000
+    );
+    assert_eq!(call(&b.lp0, 17, |r| r.rcx = tdr).0, 0xC000_0608_0000_0000);
+    // 2M AUG needs a 2M-aligned free range and a level-1 entry.
+    let (s, _) = call(&b.lp0, 6, |r| {
+        r.rcx = (2 << 20) | 1;
+        r.rdx = tdr;
+        r.r8 = 0x50_1000;
+    });
+    assert_eq!(s, 0xC000_0100_0000_0008);
+    b.ok(6, |r| {
+        r.rcx = (2 << 20) | 1;
+        r.rdx = tdr;
+        r.r8 = 10 << 20;
+    });
+    assert_eq!(
+        b.m.page_type((10 << 20) + 0x1F_F000),
+        Some(PamtPageType::PT_REG)
+    );
+    let g = b.m.scripted_vcpu(tdx_abi::phys::Hpa(b.tdvpr));
+    let mut r = Regs::with_leaf(6);
+    r.rcx = 2 << 20;
+    assert_eq!(
+        g.tdcall(&mut r).raw(),
+        0x8000_0004_0000_0000,
+        "4K accept of a 2M pending page: EPT-violation exit (check_tdaccept_failure case 1.2)"
+    );
+    assert_eq!(g.queued_exits(), 1);
+    let mut r = Regs::with_leaf(6);
+    r.rcx = (2 << 20) | 1;
+    assert_eq!(g.tdcall(&mut r).raw(), 0);
+    let mut r = Regs::with_leaf(6);
+    r.rcx = (2 << 20) | 0x1000;
+    assert_eq!(
+        g.tdcall(&mut r).raw(),
+        0x0000_0B0A_0000_0001,
+        "already accepted at level 1"
+    );
+    b.m.check_invariants().unwrap();
 }
 
 #[test]
-fn host_view_is_isolated_and_guest_dies_on_poison() {
-    let (m, td, _f, g) = runnable_td();
-    let page = td.pages[0];
-    let mut b = [0xFFu8; 16];
-    m.physical_memory().read(td.tdr, &mut b).unwrap();
-    assert_eq!(b, [0; 16], "TDR reads as zeros");
-    m.physical_memory().write(page, &[1; 4]).unwrap();
-    let lp0 = m.lp(0).unwrap();
-    let host = {
-        let lp0 = lp0.clone();
-        let tdvpr = td.tdvpr;
-        std::thread::spawn(move || call(&lp0, VP_ENTER, tdvpr, 0, 0, 0))
-    };
+fn poisoned_page_is_fatal_to_the_td() {
+    let mut b = create_td(0);
+    let tdr = b.tdr;
+    add_vcpu_and_sept(&mut b);
+    let p = page_add(&mut b, 0, 1);
+    b.ok(17, |r| r.rcx = tdr);
+    b.m.physical_memory().write(p + 8, &[9; 8]).unwrap();
+    assert!(b.m.physical_memory().is_poisoned(p));
+    let g = b.m.scripted_vcpu(tdx_abi::phys::Hpa(b.tdvpr));
+    let mut d = [0u8; 4];
     assert_eq!(
-        g.read(0x1000, &mut b),
-        Err(GuestAccessFault::Fatal { gpa: 0x1000 })
+        g.read(Gpa(0), &mut d),
+        Err(GuestAccessFault::Fatal { gpa: 0 })
     );
-    let mut r = Regs {
-        rax: 0,
-        rcx: 0xC00,
-        r11: DONE_MAGIC,
-        ..Regs::default()
-    };
-    let _ = std::thread::spawn(move || g.tdcall(&mut r));
-    assert_eq!(host.join().unwrap().0, 77);
-    // The TD is fatal now: VP.ENTER refuses.
     assert_eq!(
-        call(&lp0, VP_ENTER, td.tdvpr, 0, 0, 0).0,
+        call(&b.lp0, 0, |r| r.rcx = b.tdvpr).0,
+        0xE000_0604_0000_0000
+    );
+    assert_eq!(
+        g.tdcall(&mut Regs::with_leaf(1)).raw(),
         0xE000_0604_0000_0000
     );
 }
 
-mod robustness {
-    use super::*;
+#[test]
+fn forced_faults_and_busy() {
+    let b = create_td(0);
+    let tdr = b.tdr;
+    b.m.faults()
+        .force_seamcall(11, super::Fault::Busy(tdx_abi::status::OperandId::TDR), 1);
+    let (s, _) = call(&b.lp0, 11, |r| {
+        r.rcx = tdr;
+        r.rdx = 0x8010_0002_0000_0005;
+    });
+    assert_eq!(s, 0x8000_0200_0000_0080);
+    let (s, r) = call(&b.lp0, 11, |r| {
+        r.rcx = tdr;
+        r.rdx = 0x8010_0002_0000_0005;
+    });
+    assert_eq!((s, r.r8), (0, 1));
+    // A lock held by an in-flight leaf: simulate with the lock table directly.
+    {
+        let mut st = b.m.lock();
+        assert!(st.locks.try_acquire(
+            super::locks::LockKey::Page(tdr),
+            super::locks::Mode::Exclusive
+        ));
+    }
+    assert_eq!(
+        call(&b.lp0, 38, |r| r.rcx = tdr).0,
+        0x8000_0200_0000_0001,
+        "TDR busy on RCX"
+    );
+    {
+        let mut st = b.m.lock();
+        st.locks.release(
+            super::locks::LockKey::Page(tdr),
+            super::locks::Mode::Exclusive,
+        );
+        assert!(st.locks.try_acquire(
+            super::locks::LockKey::Epoch(tdr),
+            super::locks::Mode::Shared
+        ));
+    }
+    assert_eq!(
+        call(&b.lp0, 38, |r| r.rcx = tdr).0,
+        0x8000_0200_0000_00A9,
+        "TD_EPOCH busy"
+    );
+    {
+        let mut st = b.m.lock();
+        st.locks.release(
+            super::locks::LockKey::Epoch(tdr),
+            super::locks::Mode::Shared,
+        );
+    }
+    b.ok(38, |r| r.rcx = tdr);
+}
+
+#[test]
+fn concurrent_leaves_on_one_td_get_busy() {
+    let b = create_td(0);
+    let tdr = b.tdr;
+    let busy = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for lp in [b.lp0.clone(), b.lp1.clone()] {
+            let busy = &busy;
+            s.spawn(move || {
+                for _ in 0..2000 {
+                    // MEM.TRACK takes the epoch lock exclusively.
+                    let (st, _) = call(&lp, 38, |r| r.rcx = tdr);
+                    if st == 0x8000_0200_0000_00A9 || st == 0x8000_0200_0000_0001 {
+                        busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    } else {
+                        assert_eq!(st, 0, "{st:#x}");
+                    }
+                }
+            });
+        }
+    });
+    b.m.check_invariants().unwrap();
+    // Contention is likely but not guaranteed on a loaded machine; the deterministic BUSY
+    // paths are covered by `forced_faults_and_busy`.
+    let _ = busy.into_inner();
+}
+
+#[test]
+fn conflicting_leaf_during_lock_window_gets_busy() {
+    let mut b = create_td(0);
+    let tdr = b.tdr;
+    add_vcpu_and_sept(&mut b);
+    let page = b.alloc();
+    let src = b.alloc();
+    b.m.faults().pause_in_lock_window(6);
+    std::thread::scope(|s| {
+        let lp0 = b.lp0.clone();
+        let aug = s.spawn(move || {
+            call(&lp0, 6, |r| {
+                r.rcx = 0x3000;
+                r.rdx = tdr;
+                r.r8 = page;
+            })
+            .0
+        });
+        b.m.faults().wait_until_paused();
+        // PAGE.AUG holds TDR shared, OP_STATE shared, the SEPT tree shared, the entry and page.
+        let block = call(&b.lp1, 7, |r| {
+            r.rcx = 0x3000;
+            r.rdx = tdr;
+        })
+        .0;
+        assert_eq!(block, 0x8000_0200_0000_0092, "SEPT tree busy");
+        let add = call(&b.lp1, 2, |r| {
+            r.rcx = 0x4000;
+            r.rdx = tdr;
+            r.r8 = page + 4096;
+            r.r9 = src;
+        })
+        .0;
+        assert_eq!(
+            add, 0x8000_0200_0000_0002,
+            "TDR (RDX) busy: PAGE.ADD wants it exclusive"
+        );
+        let reclaim = call(&b.lp1, 28, |r| r.rcx = page).0;
+        assert_eq!(
+            reclaim, 0x8000_0200_0000_0001,
+            "the AUGed page's PAMT entry is locked"
+        );
+        let rd = call(&b.lp1, 11, |r| {
+            r.rcx = tdr;
+            r.rdx = 0x8010_0002_0000_0005;
+        })
+        .0;
+        assert_eq!(rd, 0, "a shared TDR reader is not blocked");
+        b.m.faults().resume();
+        assert_eq!(aug.join().unwrap(), 0);
+    });
+    assert_eq!(b.m.locks_held(), 0);
+    b.m.check_invariants().unwrap();
+    b.ok(7, |r| {
+        r.rcx = 0x3000;
+        r.rdx = tdr;
+    });
+}
+
+mod random_sequences {
     use proptest::prelude::*;
+
+    use super::*;
+
+    /// One step: a SEAMCALL leaf with operands drawn from pools of interesting values, or a
+    /// guest action.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Seam {
+            leaf: u64,
+            rcx: usize,
+            rdx: usize,
+            r8: usize,
+            r9: usize,
+            lp: bool,
+        },
+        Tdcall {
+            leaf: u64,
+            rcx: usize,
+            rdx: usize,
+        },
+        Touch {
+            gpa: usize,
+            write: bool,
+        },
+    }
+
+    const LEAVES: &[u64] = &[
+        0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 13, 16, 17, 18, 19, 20, 21, 22, 24, 25, 26, 28, 29, 30,
+        38, 39, 40, 41, 43, 0x1_0003, 0x1_001E, 0xFFFF,
+    ];
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (prop::sample::select(LEAVES), 0..24usize, 0..24usize, 0..24usize, 0..24usize, any::<bool>())
+                .prop_map(|(leaf, rcx, rdx, r8, r9, lp)| Step::Seam { leaf, rcx, rdx, r8, r9, lp }),
+            2 => (0..9u64, 0..24usize, 0..24usize).prop_map(|(leaf, rcx, rdx)| Step::Tdcall { leaf, rcx, rdx }),
+            1 => (0..24usize, any::<bool>()).prop_map(|(gpa, write)| Step::Touch { gpa, write }),
+        ]
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
-        /// Random SEAMCALLs (leaf, version, operands biased toward real objects) never panic and
-        /// never break the invariants.
+
+        /// Random SEAMCALL/TDCALL sequences on a half-built TD never panic and keep the
+        /// module's invariants.
         #[test]
-        fn random_seamcalls_keep_invariants(
-            calls in proptest::collection::vec(
-                (0u64..48, 0u64..2, 0usize..8, 0usize..8, 0usize..8, any::<u64>()),
-                1..60,
-            )
-        ) {
-            let m = bring_up(1);
-            let mut f = Frames(2 * MIB);
-            let td = build_td(&m, &mut f, 33);
-            let pick = |i: usize, raw: u64| -> u64 {
-                match i {
-                    0 => td.tdr,
-                    1 => td.tdvpr,
-                    2 => 0x1000,
-                    3 => 0x8000_0000 + (raw & 0xF000),
-                    4 => 0x30_0000 + ((raw & 0x3F) << 12),
-                    5 => 1,
-                    6 => raw & 0x0000_FFFF_FFFF_F007,
-                    _ => raw,
+        fn random_calls_keep_invariants(steps in prop::collection::vec(step(), 1..40)) {
+            let mut b = create_td(0);
+            add_vcpu_and_sept(&mut b);
+            let mut pool: Vec<u64> = vec![
+                b.tdr, b.tdvpr, b.tdcs[0], b.sept[2], 0, 1, 0x1000, 0x2000, 0x20_0001,
+                0x3000, 1 << 47, u64::MAX, 0x1234_5678_9ABC,
+            ];
+            while pool.len() < 24 {
+                let p = b.alloc();
+                pool.push(p);
+            }
+            let g = b.m.scripted_vcpu(tdx_abi::phys::Hpa(b.tdvpr));
+            for s in steps {
+                match s {
+                    Step::Seam { leaf, rcx, rdx, r8, r9, lp } => {
+                        let lp = if lp { &b.lp1 } else { &b.lp0 };
+                        let _ = call(lp, leaf, |r| {
+                            r.rcx = pool[rcx];
+                            r.rdx = pool[rdx];
+                            r.r8 = pool[r8];
+                            r.r9 = pool[r9];
+                        });
+                    }
+                    Step::Tdcall { leaf, rcx, rdx } => {
+                        let mut r = Regs::with_leaf(leaf);
+                        r.rcx = pool[rcx];
+                        r.rdx = pool[rdx];
+                        let _ = g.tdcall(&mut r);
+                    }
+                    Step::Touch { gpa, write } => {
+                        let mut buf = [0u8; 16];
+                        let gpa = Gpa(pool[gpa] & !0xF);
+                        let _ = if write { g.write(gpa, &buf) } else { g.read(gpa, &mut buf) };
+                    }
                 }
-            };
-            for (leaf, version, a, b, c, raw) in calls {
-                if leaf == VP_ENTER {
-                    continue;
+                if let Err(e) = b.m.check_invariants() {
+                    prop_assert!(false, "{e}");
                 }
-                let lp = m.lp((raw & 1) as u32).unwrap();
-                let mut r = Regs {
-                    rax: leaf | (version << 16),
-                    rcx: pick(a, raw),
-                    rdx: pick(b, raw.rotate_left(7)),
-                    r8: pick(c, raw.rotate_left(13)),
-                    r9: pick(c, raw.rotate_left(29)),
-                    ..Regs::default()
-                };
-                lp.seamcall(&mut r);
-                prop_assert!(m.check_invariants().is_ok(), "{:?}", m.check_invariants());
             }
         }
     }
+}
+
+#[test]
+fn running_vcpu_holds_its_epoch_and_tdvpr() {
+    let mut b = create_td(0);
+    let tdr = b.tdr;
+    add_vcpu_and_sept(&mut b);
+    b.ok(17, |r| r.rcx = tdr);
+    let tdvpr = b.tdvpr;
+    b.m.faults().pause_in_lock_window(0);
+    std::thread::scope(|s| {
+        let lp0 = b.lp0.clone();
+        let enter = s.spawn(move || call(&lp0, 0, |r| r.rcx = tdvpr).0);
+        b.m.faults().wait_until_paused();
+        // The vCPU is in the guest, counted in epoch 1.
+        assert_eq!(call(&b.lp1, 38, |r| r.rcx = tdr).0, 0, "epoch 1 -> 2");
+        assert_eq!(
+            call(&b.lp1, 38, |r| r.rcx = tdr).0,
+            0x8000_0201_0000_0000,
+            "PREVIOUS_TLB_EPOCH_BUSY while the vCPU still runs in epoch 1"
+        );
+        assert_eq!(
+            call(&b.lp1, 18, |r| r.rcx = tdvpr).0,
+            0x8000_0200_0000_0001,
+            "VP.FLUSH: TDVPR held by the running VP.ENTER"
+        );
+        // The guest can act while it runs; its VMCALL is the next VP.ENTER's exit.
+        let g = b.m.scripted_vcpu(tdx_abi::phys::Hpa(tdvpr));
+        let mut r = Regs::with_leaf(0);
+        r.rcx = 0x1C00;
+        r.r11 = 0x1E;
+        assert_eq!(g.tdcall(&mut r).raw(), 0);
+        b.m.faults().resume();
+        assert_eq!(enter.join().unwrap(), 1, "external-interrupt exit");
+    });
+    assert_eq!(
+        call(&b.lp1, 38, |r| r.rcx = tdr).0,
+        0,
+        "the vCPU left: epoch 2 -> 3"
+    );
+    let (s, r) = call(&b.lp0, 0, |r| r.rcx = tdvpr);
+    assert_eq!((s, r.rcx, r.r11), (77, 0x1C00, 0x1E));
+    b.m.check_invariants().unwrap();
+}
+
+#[test]
+fn api_types_are_thread_safe() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send_clone<T: Send + Clone>() {}
+    send_sync::<EmulatedModule>();
+    send_clone::<LogicalProcessor>();
+    send_clone::<super::ScriptedVcpu>();
 }
