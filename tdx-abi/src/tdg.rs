@@ -12,7 +12,7 @@ use crate::gpa::{EptLevel, Gpa, GpaAndLevel, Gpaw};
 use crate::leaf::{LeafAndVersion, TdcallLeaf, VmxExitReason};
 use crate::metadata::MetadataFieldId;
 use crate::status::{StatusCode, TdxStatus};
-use crate::tdh::ErrorRegs;
+use crate::tdh::{regs, ErrorRegs};
 
 /// A TDCALL that did not succeed.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -60,16 +60,6 @@ pub fn call<T: Tdcall + ?Sized>(
         })
     } else {
         Ok((status, regs))
-    }
-}
-
-fn regs(rcx: u64, rdx: u64, r8: u64, r9: u64) -> Regs {
-    Regs {
-        rcx,
-        rdx,
-        r8,
-        r9,
-        ..Regs::default()
     }
 }
 

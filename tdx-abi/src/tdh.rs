@@ -136,7 +136,8 @@ pub fn call<S: Seamcall + ?Sized>(
     }
 }
 
-fn regs(rcx: u64, rdx: u64, r8: u64, r9: u64) -> Regs {
+/// A register block with the usual operand registers set (RCX, RDX, R8, R9), the rest 0.
+pub(crate) fn regs(rcx: u64, rdx: u64, r8: u64, r9: u64) -> Regs {
     Regs {
         rcx,
         rdx,
