@@ -13,6 +13,8 @@
 //! * Typed wrappers generic over those traits: [`tdh`] (every host leaf used to bring the module
 //!   up and to build, run and tear down a TD), [`tdg`] (guest leaves) and [`tdvmcall`]
 //!   (`TDG.VP.VMCALL` requests: encoded by the guest, decoded and checked by the host).
+//! * [`emulator`]: how a TD payload's TDCALLs reach the emulated backend's module (the
+//!   trapped instruction, the `#UD` forward, the doorbell).
 //! * [`phys`]: host physical addresses and HKIDs; [`metadata::MetadataList`] parses
 //!   TDH.SYS.RDALL output.
 //!
@@ -27,6 +29,7 @@
 
 pub mod attributes;
 pub mod call;
+pub mod emulator;
 pub mod gpa;
 pub mod leaf;
 pub mod measure;

@@ -9,12 +9,13 @@
 //! * [`driver`]: the host driver, written only against [`tdx_abi::call::Seamcall`] and the typed
 //!   wrappers: it brings a TDX module up as Linux does and builds, runs and tears down TDs. The
 //!   same code would run over the real instruction in ring 0.
-//! * Coming: the `TdxBackend` → `TdVm` → `TdVcpu` traits, the KVM execution engine and the
-//!   KVM hardware backend.
+//! * [`backend`]: the `TdxBackend` → `TdVm` → `TdVcpu` traits a VMM is written against, and
+//!   the [`backend::TdExit`] a vCPU run returns.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub use tdx_abi;
 pub use tdx_memory;
 
+pub mod backend;
 pub mod driver;
 pub mod emulated;
