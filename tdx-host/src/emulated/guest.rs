@@ -157,7 +157,41 @@ pub struct EngineVcpu<'a> {
 pub trait ExecutionEngine: Send + Sync + std::fmt::Debug {
     /// Runs the vCPU until its next TD exit.
     fn run(&self, vcpu: &mut EngineVcpu<'_>) -> EngineExit;
+
+    /// Prepares the engine for the TD whose TDR is at `tdr` before any of its vCPUs is
+    /// entered: how its vCPUs start and where its shared memory is. Engines that need no
+    /// per-TD state accept anything.
+    fn configure_td(&self, tdr: Hpa, config: &TdEngineConfig) -> Result<(), EngineError> {
+        let _ = (tdr, config);
+        Ok(())
+    }
+
+    /// Forgets the TD whose TDR is at `tdr` (its KVM VM, mappings, …); called on teardown.
+    fn release_td(&self, tdr: Hpa) {
+        let _ = tdr;
+    }
+
+    /// Makes the current (or next) TDH.VP.ENTER of the vCPU whose TDVPR is at `tdvpr` return
+    /// soon with an asynchronous EXTERNAL_INTERRUPT exit, as a host IPI does on hardware.
+    fn kick(&self, tdvpr: Hpa) {
+        let _ = tdvpr;
+    }
 }
+
+/// What an engine needs to know about a TD before running it.
+#[derive(Debug, Clone, Default)]
+pub struct TdEngineConfig {
+    /// How the vCPUs start.
+    pub entry: crate::backend::GuestEntry,
+    /// The VMM's shared backing and the TD's attribute map; shared GPAs (shared bit set) reach
+    /// the pages of this memory that the map says are shared.
+    pub shared: Option<tdx_memory::shared::SharedGuestMemory>,
+}
+
+/// An engine refused a TD or failed to set it up.
+#[derive(Debug, thiserror::Error)]
+#[error("execution engine: {0}")]
+pub struct EngineError(pub String);
 
 /// The scripted engine: returns the exits the test queued through [`ScriptedVcpu`], or an
 /// external-interrupt exit when none is queued.

@@ -93,7 +93,8 @@ use tdx_abi::call::{Regs, Seamcall};
 use tdx_abi::status::TdxStatus;
 
 pub use guest::{
-    EngineExit, EngineVcpu, ExecutionEngine, GuestAccessFault, ScriptedEngine, ScriptedVcpu,
+    EngineError, EngineExit, EngineVcpu, ExecutionEngine, GuestAccessFault, ScriptedEngine,
+    ScriptedVcpu, TdEngineConfig,
 };
 pub use locks::{Fault, FaultInjector};
 pub use phys::{PhysMemError, PhysicalMemory};
