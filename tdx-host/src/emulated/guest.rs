@@ -687,7 +687,6 @@ pub(crate) enum SharedView<'a> {
     /// Shared GPAs (without the shared bit) are at `base + GPA` of physical memory.
     Phys(u64),
     /// Shared GPAs are read through this callback (GPA without the shared bit, buffer).
-    #[allow(dead_code)] // the KVM engine (next commit)
     Reader(&'a (dyn Fn(u64, &mut [u8]) -> bool + Sync)),
 }
 
@@ -1110,4 +1109,128 @@ fn build_report(m: &EmulatedModule, td: &Td, report_data: &[u8; 64]) -> [u8; 102
     r[256..495].copy_from_slice(&tcb);
     r[512..1024].copy_from_slice(&info);
     r
+}
+
+/// A TD's private memory as its S-EPT maps it (see [`EmulatedModule::sept_mappings`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeptMappings {
+    /// The S-EPT generation these mappings were read at.
+    pub generation: u64,
+    /// Guest-accessible leaves (MAPPED, or write-blocked) as `(GPA, HPA, size in bytes)`, in
+    /// GPA order.
+    pub pages: Vec<(u64, u64, u64)>,
+}
+
+/// What the module decided for a guest access an engine could not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GuestFault {
+    /// The GPA is mapped now (the engine's view was stale): resync and retry.
+    Retry,
+    /// Deliver #VE (vector 20); VE_INFO is set.
+    Ve,
+    /// #VE while VE_INFO was valid: deliver #DF.
+    DoubleFault,
+    /// A TD exit to the host.
+    Exit(EngineExit),
+    /// The vCPU is not running (TD not RUNNABLE, fatal, or gone).
+    NotRunning,
+}
+
+impl EmulatedModule {
+    /// The S-EPT generation of the TD whose TDR is at `tdr` (changes whenever an S-EPT entry
+    /// does); `None` if there is no such TD.
+    pub fn sept_generation(&self, tdr: Hpa) -> Option<u64> {
+        self.lock().tds.get(&tdr.raw()).map(|td| td.sept.generation)
+    }
+
+    /// The guest-accessible private mappings of the TD whose TDR is at `tdr`, for an execution
+    /// engine that mirrors them; `None` if there is no such TD.
+    pub fn sept_mappings(&self, tdr: Hpa) -> Option<SeptMappings> {
+        let st = self.lock();
+        let td = st.tds.get(&tdr.raw())?;
+        let mut pages: Vec<(u64, u64, u64)> = td
+            .sept
+            .leaves()
+            .into_iter()
+            .filter(|&(_, _, e)| matches!(sept::state(e), St::Mapped | St::BlockedW))
+            .map(|(gpa, level, e)| (gpa, sept::hpa(e), 1u64 << (12 + 9 * u32::from(level))))
+            .collect();
+        pages.sort_unstable();
+        Some(SeptMappings {
+            generation: td.sept.generation,
+            pages,
+        })
+    }
+
+    /// `(GPAW is 52, ATTRIBUTES)` of the TD whose TDR is at `tdr`.
+    pub(crate) fn td_gpaw_attributes(&self, tdr: u64) -> Option<(bool, u64)> {
+        let st = self.lock();
+        let td = st.tds.get(&tdr)?;
+        Some((td.config.gpaw52, td.config.attributes))
+    }
+
+    /// Records a #VE for the vCPU: sets VE_INFO, or reports #DF when it is still valid.
+    pub(crate) fn guest_raise_ve(&self, tdvpr: u64, info: super::state::VeInfoState) -> GuestFault {
+        let mut st = self.lock();
+        let Some(v) = st.vcpus.get_mut(&tdvpr) else {
+            return GuestFault::NotRunning;
+        };
+        if v.ve_info.valid {
+            return GuestFault::DoubleFault;
+        }
+        v.ve_info = super::state::VeInfoState {
+            valid: true,
+            ..info
+        };
+        GuestFault::Ve
+    }
+
+    /// A guest access to `gpa` that the engine found unbacked (`td_ept_violation.c`): a mapped
+    /// private GPA → retry (stale view); a pending one → #VE (EPT-violation exit when the TD
+    /// disabled #VE for S-EPT violations), #DF if VE_INFO is still valid; any other private
+    /// GPA → EPT-violation exit for the host to AUG; a shared GPA (MMIO) → #VE.
+    pub(crate) fn guest_ept_violation(&self, tdvpr: u64, gpa: u64, write: bool) -> GuestFault {
+        let qual = if write { 2 } else { 1 };
+        let mut st = self.lock();
+        let Some((tdr, st)) = running(&mut st, tdvpr) else {
+            return GuestFault::NotRunning;
+        };
+        let td = st.td(tdr);
+        let exit = EngineExit::Async {
+            exit_reason: EXIT_REASON_EPT_VIOLATION,
+            exit_qualification: qual,
+            ext_exit_qualification: 0,
+            gpa,
+            intr_info: 0,
+        };
+        let shared = gpa & shared_bit(td) != 0;
+        if !shared {
+            match translate(td, gpa) {
+                Xlate::Mapped(_) => return GuestFault::Retry,
+                Xlate::NotMapped => return GuestFault::Exit(exit),
+                Xlate::Pending => {
+                    if td.config.attributes & (1 << 28) != 0 || td.td_ctls & 1 != 0 {
+                        return GuestFault::Exit(exit);
+                    }
+                }
+            }
+        }
+        let Some(v) = st.vcpus.get_mut(&tdvpr) else {
+            return GuestFault::NotRunning;
+        };
+        if v.ve_info.valid {
+            return GuestFault::DoubleFault;
+        }
+        v.ve_info = super::state::VeInfoState {
+            valid: true,
+            exit_reason: EXIT_REASON_EPT_VIOLATION,
+            exit_qualification: qual,
+            gla: gpa,
+            gpa,
+            eptp_index: 0,
+            instruction_length: 0,
+            instruction_info: 0,
+        };
+        GuestFault::Ve
+    }
 }

@@ -78,6 +78,7 @@
 pub(crate) mod codes;
 pub mod guest;
 mod invariants;
+pub mod kvm;
 pub(crate) mod locks;
 mod mem;
 pub mod phys;
@@ -94,7 +95,7 @@ use tdx_abi::status::TdxStatus;
 
 pub use guest::{
     EngineError, EngineExit, EngineVcpu, ExecutionEngine, GuestAccessFault, GuestTdcall,
-    ScriptedEngine, ScriptedVcpu, TdEngineConfig,
+    ScriptedEngine, ScriptedVcpu, SeptMappings, TdEngineConfig,
 };
 pub use locks::{Fault, FaultInjector};
 pub use phys::{PhysMemError, PhysicalMemory};

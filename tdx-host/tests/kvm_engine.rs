@@ -1,0 +1,321 @@
+//! The KVM execution engine running hand-assembled 64-bit guest code in a TD built by the
+//! host driver on the emulated module. Skips loudly when /dev/kvm is unusable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tdx_abi::call::{Regs, Seamcall};
+use tdx_abi::gpa::Gpa;
+use tdx_abi::leaf::SeamcallLeaf;
+use tdx_abi::phys::Hpa;
+use tdx_host::backend::GuestEntry;
+use tdx_host::driver::module::{LogicalCpu, PlatformDesc, RetryPolicy};
+use tdx_host::driver::{TdBuilder, TdxModule};
+use tdx_host::emulated::kvm::KvmEngine;
+use tdx_host::emulated::{
+    EmulatedModule, ExecutionEngine, LogicalProcessor, PlatformConfig, TdEngineConfig,
+};
+
+type Module = TdxModule<LogicalProcessor, Arc<EmulatedModule>>;
+
+fn platform() -> (Arc<EmulatedModule>, Module) {
+    let m = EmulatedModule::new(PlatformConfig::default()).unwrap();
+    let lps = (0..m.num_lps())
+        .map(|i| LogicalCpu {
+            seamcall: m.lp(i).unwrap(),
+            package: m.package_of(i),
+        })
+        .collect();
+    let desc = PlatformDesc {
+        usable_ranges: m
+            .physical_memory()
+            .cmrs()
+            .iter()
+            .map(|&(b, s)| (b, b + s))
+            .collect(),
+        first_tdx_hkid: 32,
+        num_tdx_hkids: 16,
+        hkid_shift: m.hkid_shift(),
+    };
+    let module = TdxModule::init(lps, m.clone(), &desc, RetryPolicy::default()).unwrap();
+    (m, module)
+}
+
+/// The engine, or `None` (with a loud message) when KVM cannot be used here.
+fn engine(m: &Arc<EmulatedModule>) -> Option<Arc<KvmEngine>> {
+    match KvmEngine::new(m) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            eprintln!("SKIPPED: KVM engine tests need a usable /dev/kvm: {e}");
+            None
+        }
+    }
+}
+
+/// Guest code, loaded at [`CODE`] (assembled with GNU as, `.intel_syntax`, `.code64`).
+/// Every report is a TDG.VP.VMCALL through the doorbell with mask 0xF000 (R12..R15).
+const GUEST: &[u8] = &[
+    0x0f, 0x01, 0x14, 0x25, 0x00, 0x51, 0x00, 0x00, // 00 lgdt [0x5100]
+    0x0f, 0x01, 0x1c, 0x25, 0x10, 0x51, 0x00, 0x00, // 08 lidt [0x5110]
+    0x48, 0xc7, 0xc4, 0x00, 0x80, 0x00, 0x00, //       10 mov rsp, 0x8000
+    // Step 1: doorbell TDG.VP.INFO, report RCX (GPAW), R8 (vCPUs), R9 (index), RAX.
+    0xb8, 0x01, 0x00, 0x00, 0x00, // 17 mov eax, 1 (TDG.VP.INFO)
+    0xe6, 0xdc, //                   1c out 0xdc, al (doorbell)
+    0x49, 0x89, 0xcc, //             1e mov r12, rcx
+    0x4d, 0x89, 0xc5, //             21 mov r13, r8
+    0x4d, 0x89, 0xce, //             24 mov r14, r9
+    0x49, 0x89, 0xc7, //             27 mov r15, rax
+    0x31, 0xc0, //                   2a xor eax, eax (TDG.VP.VMCALL)
+    0xb9, 0x00, 0xf0, 0x00, 0x00, // 2c mov ecx, 0xf000
+    0xe6, 0xdc, //                   31 out 0xdc, al
+    // Step 2: the real TDCALL opcode (trapped by the engine); R13 = the host's R12 answer.
+    0x4c, 0x89, 0xe3, //             33 mov rbx, r12
+    0xb8, 0x01, 0x00, 0x00, 0x00, // 36 mov eax, 1
+    0x66, 0x0f, 0x01, 0xcc, //       3b tdcall
+    0x49, 0x89, 0xcc, //             3f mov r12, rcx
+    0x49, 0x89, 0xdd, //             42 mov r13, rbx
+    0x4d, 0x89, 0xce, //             45 mov r14, r9
+    0x49, 0x89, 0xc7, //             48 mov r15, rax
+    0x31, 0xc0, //                   4b xor eax, eax
+    0xb9, 0x00, 0xf0, 0x00, 0x00, // 4d mov ecx, 0xf000
+    0xe6, 0xdc, //                   52 out 0xdc, al
+    // Step 3: ACCEPT 0x400000 (not AUGed yet: EPT-violation exit, re-executed), read, write.
+    0xb9, 0x00, 0x00, 0x40, 0x00, // 54 mov ecx, 0x400000
+    0xb8, 0x06, 0x00, 0x00, 0x00, // 59 mov eax, 6 (TDG.MEM.PAGE.ACCEPT)
+    0xe6, 0xdc, //                   5e out 0xdc, al
+    0x49, 0x89, 0xc7, //             60 mov r15, rax
+    0x4c, 0x8b, 0x24, 0x25, 0x00, 0x00, 0x40, 0x00, // 63 mov r12, [0x400000]
+    0x48, 0xb8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // 6b movabs rax, 0x1122..88
+    0x48, 0x89, 0x04, 0x25, 0x00, 0x00, 0x40, 0x00, // 75 mov [0x400000], rax
+    0x4c, 0x8b, 0x2c, 0x25, 0x00, 0x00, 0x40, 0x00, // 7d mov r13, [0x400000]
+    0x31, 0xc0, //                   85 xor eax, eax
+    0xb9, 0x00, 0xf0, 0x00, 0x00, // 87 mov ecx, 0xf000
+    0xe6, 0xdc, //                   8c out 0xdc, al
+    // Step 4: read the pending page 0x500000: #VE, the handler fills R12..R14 and accepts.
+    0x4c, 0x8b, 0x3c, 0x25, 0x00, 0x00, 0x50, 0x00, // 8e mov r15, [0x500000]
+    0x31, 0xc0, //                   96 xor eax, eax
+    0xb9, 0x00, 0xf0, 0x00, 0x00, // 98 mov ecx, 0xf000
+    0xe6, 0xdc, //                   9d out 0xdc, al
+    // Step 5: spin until the host kicks.
+    0xeb, 0xfe, //                   9f spin: jmp spin
+    // #VE handler (VE_HANDLER = 0xa1).
+    0xb8, 0x03, 0x00, 0x00, 0x00, // a1 mov eax, 3 (TDG.VP.VEINFO.GET)
+    0xe6, 0xdc, //                   a6 out 0xdc, al
+    0x49, 0x89, 0xcc, //             a8 mov r12, rcx (exit reason)
+    0x4d, 0x89, 0xcd, //             ab mov r13, r9 (GPA)
+    0x49, 0x89, 0xc6, //             ae mov r14, rax (status)
+    0xb9, 0x00, 0x00, 0x50, 0x00, // b1 mov ecx, 0x500000
+    0xb8, 0x06, 0x00, 0x00, 0x00, // b6 mov eax, 6 (ACCEPT)
+    0xe6, 0xdc, //                   bb out 0xdc, al
+    0x48, 0xcf, //                   bd iretq
+];
+const VE_HANDLER: u64 = 0xa1;
+
+const PML4: u64 = 0x1000;
+const PDPT: u64 = 0x2000;
+const PD: u64 = 0x3000;
+const IDT: u64 = 0x4000;
+const GDT: u64 = 0x5000;
+const STACK: u64 = 0x7000;
+const CODE: u64 = 0x10000;
+const LAZY: u64 = 0x40_0000;
+const PENDING: u64 = 0x50_0000;
+
+fn page() -> Vec<u8> {
+    vec![0u8; 4096]
+}
+
+fn put(p: &mut [u8], off: usize, v: u64) {
+    p[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// The initial image: identity page tables (2 MiB pages, first 1 GiB), IDT with the #VE
+/// gate, GDT (0x08 code64, 0x10 data) with GDTR/IDTR images at 0x5100/0x5110, stack, code.
+fn image() -> Vec<(u64, Vec<u8>)> {
+    let mut pml4 = page();
+    put(&mut pml4, 0, PDPT | 0x7);
+    let mut pdpt = page();
+    put(&mut pdpt, 0, PD | 0x7);
+    let mut pd = page();
+    for i in 0..512u64 {
+        put(&mut pd, (i * 8) as usize, (i << 21) | 0x87);
+    }
+    let mut idt = page();
+    let h = CODE + VE_HANDLER;
+    let lo = (h & 0xFFFF) | (0x08 << 16) | (0x8E << 40) | (((h >> 16) & 0xFFFF) << 48);
+    put(&mut idt, 20 * 16, lo);
+    put(&mut idt, 20 * 16 + 8, h >> 32);
+    let mut gdt = page();
+    put(&mut gdt, 8, 0x00AF_9B00_0000_FFFF);
+    put(&mut gdt, 16, 0x00CF_9300_0000_FFFF);
+    gdt[0x100..0x102].copy_from_slice(&23u16.to_le_bytes());
+    put(&mut gdt, 0x102, GDT);
+    gdt[0x110..0x112].copy_from_slice(&0xFFFu16.to_le_bytes());
+    put(&mut gdt, 0x112, IDT);
+    let mut code = page();
+    code[..GUEST.len()].copy_from_slice(GUEST);
+    vec![
+        (PML4, pml4),
+        (PDPT, pdpt),
+        (PD, pd),
+        (IDT, idt),
+        (GDT, gdt),
+        (STACK, page()),
+        (CODE, code),
+    ]
+}
+
+fn vp_enter(lp: &LogicalProcessor, tdvpr: u64, answer: Regs) -> Regs {
+    let mut r = Regs {
+        rax: u64::from(SeamcallLeaf::TDH_VP_ENTER.raw()),
+        rcx: tdvpr,
+        ..answer
+    };
+    lp.seamcall(&mut r);
+    r
+}
+
+const TDCALL_EXIT: u64 = 77;
+const EPT_VIOLATION: u64 = 48;
+const EXTERNAL_INTERRUPT: u64 = 1;
+
+#[test]
+fn guest_code_runs_tdcalls_vmcalls_lazy_accept_ve_and_kick() {
+    let (m, module) = platform();
+    let Some(eng) = engine(&m) else { return };
+    m.set_engine(eng.clone());
+    let td = TdBuilder::new(&module).max_vcpus(1).build().unwrap();
+    let vcpu = td.create_vcpu(0, 0x1234).unwrap();
+    for (gpa, bytes) in image() {
+        td.add_page(Gpa(gpa), bytes.as_slice().try_into().unwrap(), true)
+            .unwrap();
+    }
+    td.finalize().unwrap();
+    let tdr = Hpa(td.tdr());
+    eng.configure_td(
+        tdr,
+        &TdEngineConfig {
+            entry: GuestEntry::Long64 {
+                rip: CODE,
+                cr3: PML4,
+            },
+            shared: None,
+        },
+    )
+    .unwrap();
+    let tdvpr = td.vcpu(vcpu).unwrap().tdvpr;
+    let lp = m.lp(0).unwrap();
+
+    // Step 1: TDG.VP.INFO through the doorbell, reported by TDG.VP.VMCALL.
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(r.rax, TDCALL_EXIT, "VMCALL exit: {r:x?}");
+    assert_eq!(r.rcx, 0xF000, "GPR select mask");
+    assert_eq!(r.r12, 48, "GPAW");
+    assert_eq!(r.r13, 1 | (1 << 32), "NUM_VCPUS | MAX_VCPUS << 32");
+    assert_eq!(r.r14, 0, "vCPU index");
+    assert_eq!(r.r15, 0, "TDG.VP.INFO status");
+
+    // Step 2: the real opcode, trapped at CPL 0; the host's R12 answer came back in.
+    let r = vp_enter(
+        &lp,
+        tdvpr,
+        Regs {
+            r12: 0xABCD_0123,
+            ..Regs::default()
+        },
+    );
+    assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    assert_eq!(r.r12, 48, "GPAW through the trapped tdcall");
+    assert_eq!(
+        r.r13, 0xABCD_0123,
+        "the host's VMCALL answer reached the guest"
+    );
+    assert_eq!(r.r15, 0);
+
+    // Step 3: ACCEPT of an un-AUGed GPA is an EPT-violation exit; AUG, resume, accept.
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(r.rax, EPT_VIOLATION, "{r:x?}");
+    assert_eq!(r.r8, LAZY, "faulting GPA");
+    assert_eq!(r.rdx & 0xF, 1, "extended exit qualification: ACCEPT");
+    let hpa = td.aug_page(0, Gpa(LAZY), 0).unwrap();
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    assert_eq!(r.r15, 0, "ACCEPT status");
+    assert_eq!(r.r12, 0, "an accepted page reads zero");
+    assert_eq!(
+        r.r13, 0x1122_3344_5566_7788,
+        "the guest reads back its data"
+    );
+    let mut host = [0xFFu8; 8];
+    m.physical_memory().read(hpa, &mut host).unwrap();
+    assert_eq!(host, [0; 8], "the host's view of a private page is zeros");
+
+    // Step 4: a pending page: #VE to the guest's handler, which reads VE_INFO and accepts.
+    td.aug_page(0, Gpa(PENDING), 0).unwrap();
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    assert_eq!(r.r12, EPT_VIOLATION, "VE_INFO exit reason");
+    assert_eq!(r.r13, PENDING, "VE_INFO GPA");
+    assert_eq!(r.r14, 0, "TDG.VP.VEINFO.GET status");
+    assert_eq!(r.r15, 0, "the access retried after ACCEPT reads zero");
+
+    // Step 5: the guest spins; a kick from another thread ends the VP.ENTER.
+    let kicker = {
+        let eng = eng.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            eng.kick(Hpa(tdvpr));
+        })
+    };
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    kicker.join().unwrap();
+    assert_eq!(r.rax, EXTERNAL_INTERRUPT, "async exit after a kick: {r:x?}");
+    m.check_invariants().unwrap();
+    eng.release_td(tdr);
+}
+
+#[test]
+fn two_vcpus_run_on_two_threads() {
+    let (m, module) = platform();
+    let Some(eng) = engine(&m) else { return };
+    m.set_engine(eng.clone());
+    let td = TdBuilder::new(&module).max_vcpus(2).build().unwrap();
+    let v0 = td.create_vcpu(0, 0).unwrap();
+    let v1 = td.create_vcpu(1, 0).unwrap();
+    for (gpa, bytes) in image() {
+        td.add_page(Gpa(gpa), bytes.as_slice().try_into().unwrap(), true)
+            .unwrap();
+    }
+    td.finalize().unwrap();
+    eng.configure_td(
+        Hpa(td.tdr()),
+        &TdEngineConfig {
+            entry: GuestEntry::Long64 {
+                rip: CODE,
+                cr3: PML4,
+            },
+            shared: None,
+        },
+    )
+    .unwrap();
+    let handles: Vec<_> = [(v0, 0u32), (v1, 1u32)]
+        .into_iter()
+        .map(|(v, lp)| {
+            let tdvpr = td.vcpu(v).unwrap().tdvpr;
+            let lp = m.lp(lp).unwrap();
+            std::thread::spawn(move || vp_enter(&lp, tdvpr, Regs::default()))
+        })
+        .collect();
+    let mut seen: Vec<u64> = handles
+        .into_iter()
+        .map(|h| {
+            let r = h.join().unwrap();
+            assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+            assert_eq!(r.r13, 2 | (2 << 32), "two vCPUs of two");
+            r.r14
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, vec![0, 1], "each vCPU reports its own index");
+    eng.release_td(Hpa(td.tdr()));
+}
