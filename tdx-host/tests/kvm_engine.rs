@@ -117,6 +117,7 @@ const PD: u64 = 0x3000;
 const IDT: u64 = 0x4000;
 const GDT: u64 = 0x5000;
 const STACK: u64 = 0x7000;
+const PD_SHARED: u64 = 0x6000;
 const CODE: u64 = 0x10000;
 const LAZY: u64 = 0x40_0000;
 const PENDING: u64 = 0x50_0000;
@@ -129,40 +130,64 @@ fn put(p: &mut [u8], off: usize, v: u64) {
     p[off..off + 8].copy_from_slice(&v.to_le_bytes());
 }
 
-/// The initial image: identity page tables (2 MiB pages, first 1 GiB), IDT with the #VE
-/// gate, GDT (0x08 code64, 0x10 data) with GDTR/IDTR images at 0x5100/0x5110, stack, code.
-fn image() -> Vec<(u64, Vec<u8>)> {
+/// The initial image: identity page tables (2 MiB pages, U = 1, first 1 GiB; linear 1 GiB
+/// maps the shared GPAs at bit 47 | 0x600000), an IDT with
+/// `gates` (vector, code offset), a GDT (0x08 code64, 0x10 data, 0x18 user data, 0x20 user
+/// code64, 0x28 TSS at 0x5200 with RSP0 0x7F00) with GDTR/IDTR images at 0x5100/0x5110 and a
+/// null IDTR at 0x5120, a stack page and `code` at [`CODE`].
+fn image_with(code_bytes: &[u8], gates: &[(u64, u64)]) -> Vec<(u64, Vec<u8>)> {
     let mut pml4 = page();
     put(&mut pml4, 0, PDPT | 0x7);
     let mut pdpt = page();
     put(&mut pdpt, 0, PD | 0x7);
+    put(&mut pdpt, 8, PD_SHARED | 0x7);
     let mut pd = page();
     for i in 0..512u64 {
         put(&mut pd, (i * 8) as usize, (i << 21) | 0x87);
     }
+    // Linear 1 GiB: the 2 MiB of shared GPAs at SHARED_BIT | 0x600000.
+    let mut pd_shared = page();
+    put(&mut pd_shared, 0, SHARED_BIT | 0x60_0000 | 0x87);
     let mut idt = page();
-    let h = CODE + VE_HANDLER;
-    let lo = (h & 0xFFFF) | (0x08 << 16) | (0x8E << 40) | (((h >> 16) & 0xFFFF) << 48);
-    put(&mut idt, 20 * 16, lo);
-    put(&mut idt, 20 * 16 + 8, h >> 32);
+    for &(vector, off) in gates {
+        let h = CODE + off;
+        let lo = (h & 0xFFFF) | (0x08 << 16) | (0x8E << 40) | (((h >> 16) & 0xFFFF) << 48);
+        put(&mut idt, (vector * 16) as usize, lo);
+        put(&mut idt, (vector * 16 + 8) as usize, h >> 32);
+    }
     let mut gdt = page();
-    put(&mut gdt, 8, 0x00AF_9B00_0000_FFFF);
-    put(&mut gdt, 16, 0x00CF_9300_0000_FFFF);
-    gdt[0x100..0x102].copy_from_slice(&23u16.to_le_bytes());
+    put(&mut gdt, 0x08, 0x00AF_9B00_0000_FFFF);
+    put(&mut gdt, 0x10, 0x00CF_9300_0000_FFFF);
+    put(&mut gdt, 0x18, 0x00CF_F300_0000_FFFF);
+    put(&mut gdt, 0x20, 0x00AF_FB00_0000_FFFF);
+    let tss = GDT + 0x200;
+    put(
+        &mut gdt,
+        0x28,
+        0x67 | ((tss & 0xFF_FFFF) << 16) | (0x89 << 40),
+    );
+    put(&mut gdt, 0x30, 0);
+    gdt[0x100..0x102].copy_from_slice(&0x37u16.to_le_bytes());
     put(&mut gdt, 0x102, GDT);
     gdt[0x110..0x112].copy_from_slice(&0xFFFu16.to_le_bytes());
     put(&mut gdt, 0x112, IDT);
+    put(&mut gdt, 0x200 + 4, 0x7F00); // TSS.RSP0
     let mut code = page();
-    code[..GUEST.len()].copy_from_slice(GUEST);
+    code[..code_bytes.len()].copy_from_slice(code_bytes);
     vec![
         (PML4, pml4),
         (PDPT, pdpt),
         (PD, pd),
+        (PD_SHARED, pd_shared),
         (IDT, idt),
         (GDT, gdt),
         (STACK, page()),
         (CODE, code),
     ]
+}
+
+fn image() -> Vec<(u64, Vec<u8>)> {
+    image_with(GUEST, &[(20, VE_HANDLER)])
 }
 
 fn vp_enter(lp: &LogicalProcessor, tdvpr: u64, answer: Regs) -> Regs {
@@ -318,4 +343,200 @@ fn two_vcpus_run_on_two_threads() {
     seen.sort_unstable();
     assert_eq!(seen, vec![0, 1], "each vCPU reports its own index");
     eng.release_td(Hpa(td.tdr()));
+}
+
+/// Second guest (GNU as, `.intel_syntax`): the `#UD` forward at CPL 0 (a `#UD` frame the code
+/// pushes for the TDCALL bytes: `int n` is not emulated in 64-bit mode here), port I/O and HLT as #VE, shared memory at GPA | bit 47, MMIO to a shared
+/// GPA without memory as #VE, a ring-3 TDCALL refused with #GP(0), and a triple fault. Every
+/// report is a doorbell TDG.VP.VMCALL with mask 0xF000; the #VE handler reports VE_INFO (R12
+/// exit reason, R13 qualification, R14 GPA, R15 instruction length) and skips as many bytes
+/// as the host answers in R12.
+const GUEST2: &[u8] = &[
+    // start:
+    0x0f, 0x01, 0x14, 0x25, 0x00, 0x51, 0x00, 0x00, // 0 lgdt ds:0x5100
+    0x0f, 0x01, 0x1c, 0x25, 0x10, 0x51, 0x00, 0x00, // 8 lidt ds:0x5110
+    0x48, 0xc7, 0xc4, 0x00, 0x80, 0x00, 0x00, // 10 mov rsp,0x8000
+    0x66, 0xb8, 0x28, 0x00, // 17 mov ax,0x28
+    0x0f, 0x00, 0xd8, // 1b ltr ax
+    0xb8, 0x01, 0x00, 0x00, 0x00, // 1e mov eax,0x1
+    0x48, 0x8d, 0x1d, 0x0c, 0x00, 0x00, 0x00, // 23 lea rbx,[rip+0xc] # 36 <tdc>
+    0x48, 0x89, 0xe2, // 2a mov rdx,rsp
+    0x6a, 0x10, // 2d push 0x10
+    0x52, // 2f push rdx
+    0x9c, // 30 pushf
+    0x6a, 0x08, // 31 push 0x8
+    0x53, // 33 push rbx
+    0xeb, 0x5f, // 34 jmp 95 <ud_handler>
+    // tdc:
+    0x66, 0x0f, 0x01, 0xcc, // 36 tdcall
+    0x49, 0x89, 0xcc, // 3a mov r12,rcx
+    0x49, 0x89, 0xc7, // 3d mov r15,rax
+    0x31, 0xc0, // 40 xor eax,eax
+    0xb9, 0x00, 0xf0, 0x00, 0x00, // 42 mov ecx,0xf000
+    0xe6, 0xdc, // 47 out 0xdc,al
+    0xe6, 0x80, // 49 out 0x80,al
+    0xf4, // 4b hlt
+    0xbb, 0x00, 0x00, 0x00, 0x40, // 4c mov ebx,0x40000000
+    0x48, 0xb8, 0xaa, 0xaa, 0x55, 0x55, 0xaa, 0xaa, 0x55,
+    0x55, // 51 movabs rax,0x5555aaaa5555aaaa
+    0x48, 0x89, 0x03, // 5b mov QWORD PTR [rbx],rax
+    0x4c, 0x8b, 0x23, // 5e mov r12,QWORD PTR [rbx]
+    0x31, 0xc0, // 61 xor eax,eax
+    0xb9, 0x00, 0xf0, 0x00, 0x00, // 63 mov ecx,0xf000
+    0xe6, 0xdc, // 68 out 0xdc,al
+    0xbb, 0x00, 0x00, 0x10, 0x40, // 6a mov ebx,0x40100000
+    0x48, 0x89, 0x03, // 6f mov QWORD PTR [rbx],rax
+    0x48, 0x8b, 0x03, // 72 mov rax,QWORD PTR [rbx]
+    0x6a, 0x1b, // 75 push 0x1b
+    0x68, 0x00, 0x78, 0x00, 0x00, // 77 push 0x7800
+    0x6a, 0x02, // 7c push 0x2
+    0x6a, 0x23, // 7e push 0x23
+    0x48, 0x8d, 0x05, 0x03, 0x00, 0x00, 0x00, // 80 lea rax,[rip+0x3] # 8a <user>
+    0x50, // 87 push rax
+    0x48, 0xcf, // 88 iretq
+    // user:
+    0xb8, 0x01, 0x00, 0x00, 0x00, // 8a mov eax,0x1
+    0x66, 0x0f, 0x01, 0xcc, // 8f tdcall
+    0xeb, 0xf5, // 93 jmp 8a <user>
+    // ud_handler:
+    0xe6, 0xdd, // 95 out 0xdd,al
+    0x41, 0xbc, 0x06, 0x00, 0x00, 0x00, // 97 mov r12d,0x6
+    0x31, 0xc0, // 9d xor eax,eax
+    0xb9, 0x00, 0xf0, 0x00, 0x00, // 9f mov ecx,0xf000
+    0xe6, 0xdc, // a4 out 0xdc,al
+    // ud_spin:
+    0xeb, 0xfe, // a6 jmp a6 <ud_spin>
+    // gp_handler:
+    0x41, 0xbc, 0x0d, 0x00, 0x00, 0x00, // a8 mov r12d,0xd
+    0x4c, 0x8b, 0x2c, 0x24, // ae mov r13,QWORD PTR [rsp]
+    0x4c, 0x8b, 0x74, 0x24, 0x08, // b2 mov r14,QWORD PTR [rsp+0x8]
+    0x4c, 0x8b, 0x7c, 0x24, 0x10, // b7 mov r15,QWORD PTR [rsp+0x10]
+    0x31, 0xc0, // bc xor eax,eax
+    0xb9, 0x00, 0xf0, 0x00, 0x00, // be mov ecx,0xf000
+    0xe6, 0xdc, // c3 out 0xdc,al
+    0x0f, 0x01, 0x1c, 0x25, 0x20, 0x51, 0x00, 0x00, // c5 lidt ds:0x5120
+    0x0f, 0x0b, // cd ud2
+    // ve_handler:
+    0xb8, 0x03, 0x00, 0x00, 0x00, // cf mov eax,0x3
+    0xe6, 0xdc, // d4 out 0xdc,al
+    0x49, 0x89, 0xcc, // d6 mov r12,rcx
+    0x49, 0x89, 0xd5, // d9 mov r13,rdx
+    0x4d, 0x89, 0xce, // dc mov r14,r9
+    0x4d, 0x89, 0xd7, // df mov r15,r10
+    0x31, 0xc0, // e2 xor eax,eax
+    0xb9, 0x00, 0xf0, 0x00, 0x00, // e4 mov ecx,0xf000
+    0xe6, 0xdc, // e9 out 0xdc,al
+    0x4c, 0x01, 0x24, 0x24, // eb add QWORD PTR [rsp],r12
+    0x48, 0xcf, // ef iretq
+];
+const G2_UD: u64 = 0x95;
+const G2_GP: u64 = 0xa8;
+const G2_VE: u64 = 0xcf;
+const SHARED_PAGE: u64 = 0x60_0000;
+const SHARED_BIT: u64 = 1 << 47;
+
+#[test]
+fn ud_forward_ve_for_io_hlt_mmio_shared_memory_ring3_gp_and_triple_fault() {
+    use tdx_memory::{AttributeMap, GpaRange, PageState, SharedGuestMemory};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    let (m, module) = platform();
+    let Some(eng) = engine(&m) else { return };
+    m.set_engine(eng.clone());
+    let td = TdBuilder::new(&module).max_vcpus(1).build().unwrap();
+    let vcpu = td.create_vcpu(0, 0).unwrap();
+    for (gpa, bytes) in image_with(GUEST2, &[(6, G2_UD), (13, G2_GP), (20, G2_VE)]) {
+        td.add_page(Gpa(gpa), bytes.as_slice().try_into().unwrap(), true)
+            .unwrap();
+    }
+    td.finalize().unwrap();
+    let attrs = Arc::new(AttributeMap::new(tdx_abi::gpa::Gpaw::Gpaw48));
+    let backing =
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(SHARED_PAGE), 0x1000)]).unwrap();
+    let shared = SharedGuestMemory::new(attrs.clone(), backing.clone()).unwrap();
+    attrs
+        .convert(
+            GpaRange::new(Gpa(SHARED_PAGE), 0x1000).unwrap(),
+            PageState::Shared,
+        )
+        .unwrap();
+    let tdr = Hpa(td.tdr());
+    eng.configure_td(
+        tdr,
+        &TdEngineConfig {
+            entry: GuestEntry::Long64 {
+                rip: CODE,
+                cr3: PML4,
+            },
+            shared: Some(shared),
+        },
+    )
+    .unwrap();
+    let tdvpr = td.vcpu(vcpu).unwrap().tdvpr;
+    let lp = m.lp(0).unwrap();
+    let answer = |skip: u64| Regs {
+        r12: skip,
+        ..Regs::default()
+    };
+
+    // A: a CPL-0 #UD frame at the TDCALL bytes: the #UD forward performs it and unwinds.
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    assert_eq!(
+        (r.r12, r.r15),
+        (48, 0),
+        "TDG.VP.INFO through the #UD forward"
+    );
+
+    // B: `out 0x80, al` is a #VE with exit reason 30 and the I/O qualification.
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    assert_eq!(r.r12, 30, "VE_INFO exit reason: I/O instruction");
+    assert_eq!(
+        r.r13,
+        (0x80 << 16) | (1 << 6),
+        "1 byte, OUT, immediate port 0x80"
+    );
+    assert_eq!(r.r15 & 0xFFFF_FFFF, 2, "instruction length");
+
+    // C: HLT is a #VE with exit reason 12.
+    let r = vp_enter(&lp, tdvpr, answer(2));
+    assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    assert_eq!(r.r12, 12, "VE_INFO exit reason: HLT");
+    assert_eq!(r.r15 & 0xFFFF_FFFF, 1);
+
+    // D: the guest writes and reads its shared page at GPA | bit 47; the VMM sees the data.
+    let r = vp_enter(&lp, tdvpr, answer(1));
+    assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    assert_eq!(r.r12, 0x5555_AAAA_5555_AAAA, "guest read back");
+    let v: u64 = backing.read_obj(GuestAddress(SHARED_PAGE)).unwrap();
+    assert_eq!(
+        v, 0x5555_AAAA_5555_AAAA,
+        "the VMM's backing holds the guest's write"
+    );
+
+    // E: a store, then a load, at a shared GPA without memory: #VE (EPT violation, GPA in
+    // VE_INFO) with RIP on the instruction, skipped by the handler (3 bytes each).
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    assert_eq!(r.r12, EPT_VIOLATION, "VE_INFO exit reason");
+    assert_eq!(r.r14, SHARED_BIT | 0x70_0000, "VE_INFO GPA");
+    assert_eq!(r.r13 & 3, 2, "qualification: write");
+    let r = vp_enter(&lp, tdvpr, answer(3));
+    assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    assert_eq!(r.r12, EPT_VIOLATION, "VE_INFO exit reason");
+    assert_eq!(r.r14, SHARED_BIT | 0x70_0000, "VE_INFO GPA");
+    assert_eq!(r.r13 & 3, 1, "qualification: read");
+
+    // F: TDCALL at CPL 3 raises #UD, forwarded and turned into #GP(0) at the instruction.
+    let r = vp_enter(&lp, tdvpr, answer(3));
+    assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    assert_eq!(r.r12, 13, "#GP handler reached (6 would be a genuine #UD)");
+    assert_eq!(r.r13, 0, "#GP error code");
+    assert_eq!(r.r14, CODE + 0x8f, "#GP at the ring-3 TDCALL");
+    assert_eq!(r.r15 & 3, 3, "from CPL 3");
+
+    // G: a fault with no IDT: triple fault, reported as exit reason 2.
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(r.rax, 2, "triple fault: {r:x?}");
+    eng.release_td(tdr);
 }

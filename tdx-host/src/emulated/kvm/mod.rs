@@ -49,6 +49,7 @@
 //! VE_INFO.GLA is the GPA (KVM does not report the linear address of an MMIO exit).
 
 mod cpu;
+mod insn;
 pub mod memory;
 
 pub use cpu::{LONG64_CR0, LONG64_CR4, LONG64_CS, LONG64_DS, LONG64_EFER, RESET_RIP};
@@ -623,8 +624,11 @@ impl Runner<'_> {
                 }
                 Exit::Io { port, size, is_in } => self.on_io(port, size, is_in)?,
                 Exit::Mmio { gpa, write } => {
-                    let regs = self.get_regs()?;
+                    let mut regs = self.get_regs()?;
                     self.complete();
+                    if write {
+                        regs.rip = self.write_start(regs.rip, gpa)?;
+                    }
                     self.set_regs(&regs)?;
                     let f = self.m.guest_ept_violation(self.tdvpr, gpa, write);
                     if f == GuestFault::Retry {
@@ -678,27 +682,60 @@ impl Runner<'_> {
             return self.ud_forward();
         }
         // Any other port: #VE with the I/O exit qualification, RIP left on the instruction.
-        let regs = self.get_regs()?;
-        let sregs = self.get_sregs()?;
+        // Depending on the KVM path RIP is on or after the instruction at exit time, but it is
+        // after it once the exit is completed; the GPRs from before completion are kept (an
+        // IN would otherwise load data no device provided).
+        let mut regs = self.get_regs()?;
         self.complete();
-        self.set_regs(&regs)?;
-        let mut insn = [0u8; 2];
+        let after = self.get_regs()?.rip;
+        let sregs = self.get_sregs()?;
+        let mut tail = [0u8; 3];
         let mem = lock(&self.td.mem);
-        let read = read_virt(&mem, &sregs, regs.rip, &mut insn);
+        let read = read_virt(&mem, &sregs, after.wrapping_sub(3), &mut tail);
         drop(mem);
-        let opcode = if read && insn[0] == 0x66 {
-            insn[1]
+        let imm_op = matches!(tail[1], 0xE4..=0xE7) && u16::from(tail[2]) == port;
+        let (imm, len) = if read && imm_op {
+            (true, 2 + u32::from(tail[0] == 0x66))
         } else {
-            insn[0]
+            (false, 1 + u32::from(read && tail[1] == 0x66))
         };
-        let prefix = u32::from(read && insn[0] == 0x66);
-        let imm = read && matches!(opcode, 0xE4..=0xE7);
-        let len = prefix + if imm { 2 } else { 1 };
+        regs.rip = after.wrapping_sub(u64::from(len));
+        self.set_regs(&regs)?;
         let qual = u64::from(size.saturating_sub(1) & 7)
             | (u64::from(is_in) << 3)
             | (u64::from(imm) << 6)
             | (u64::from(port) << 16);
         self.raise_ve(EXIT_REASON_IO, qual, len)
+    }
+
+    /// RIP of the memory-writing instruction that ends at `after` (KVM committed RIP before
+    /// the MMIO-write exit; see the `insn` module).
+    fn write_start(&self, after: u64, gpa: u64) -> Result<u64, EngineError> {
+        let sregs = self.get_sregs()?;
+        let mem = lock(&self.td.mem);
+        // Up to 15 bytes, not reaching back into a page that may be unmapped.
+        let mut tail = [0u8; 15];
+        let mut n = 15usize;
+        if !read_virt(&mem, &sregs, after.wrapping_sub(15), &mut tail) {
+            n = 15.min((after & 0xFFF) as usize);
+            if !read_virt(
+                &mem,
+                &sregs,
+                after.wrapping_sub(n as u64),
+                &mut tail[15 - n..],
+            ) {
+                n = 0;
+            }
+        }
+        drop(mem);
+        let len = insn::write_len_before(&tail[15 - n..]).ok_or_else(|| {
+            EngineError(format!(
+                "MMIO write to GPA {gpa:#x}: no store instruction found before RIP {after:#x} \
+                 (bytes {:02x?})",
+                &tail[15 - n..]
+            ))
+        })?;
+        Ok(after.wrapping_sub(len as u64))
     }
 
     /// The `#UD` forward (see `tdx_abi::emulator`): RSP points at the `#UD` frame.
