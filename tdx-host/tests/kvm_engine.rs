@@ -96,20 +96,25 @@ const GUEST: &[u8] = &[
     0x31, 0xc0, //                   96 xor eax, eax
     0xb9, 0x00, 0xf0, 0x00, 0x00, // 98 mov ecx, 0xf000
     0xe6, 0xdc, //                   9d out 0xdc, al
-    // Step 5: spin until the host kicks.
-    0xeb, 0xfe, //                   9f spin: jmp spin
-    // #VE handler (VE_HANDLER = 0xa1).
-    0xb8, 0x03, 0x00, 0x00, 0x00, // a1 mov eax, 3 (TDG.VP.VEINFO.GET)
-    0xe6, 0xdc, //                   a6 out 0xdc, al
-    0x49, 0x89, 0xcc, //             a8 mov r12, rcx (exit reason)
-    0x4d, 0x89, 0xcd, //             ab mov r13, r9 (GPA)
-    0x49, 0x89, 0xc6, //             ae mov r14, rax (status)
-    0xb9, 0x00, 0x00, 0x50, 0x00, // b1 mov ecx, 0x500000
-    0xb8, 0x06, 0x00, 0x00, 0x00, // b6 mov eax, 6 (ACCEPT)
-    0xe6, 0xdc, //                   bb out 0xdc, al
-    0x48, 0xcf, //                   bd iretq
+    // Step 5: read 0x400000 again (the host removed it: EPT-violation exit; re-AUGed: #VE).
+    0x4c, 0x8b, 0x24, 0x25, 0x00, 0x00, 0x40, 0x00, // 9f mov r12, [0x400000]
+    0x31, 0xc0, //                   a7 xor eax, eax
+    0xb9, 0x00, 0xf0, 0x00, 0x00, // a9 mov ecx, 0xf000
+    0xe6, 0xdc, //                   ae out 0xdc, al
+    // Step 6: spin until the host kicks.
+    0xeb, 0xfe, //                   b0 spin: jmp spin
+    // #VE handler (VE_HANDLER = 0xb2): VE_INFO into R12..R14, then ACCEPT the GPA.
+    0xb8, 0x03, 0x00, 0x00, 0x00, // b2 mov eax, 3 (TDG.VP.VEINFO.GET)
+    0xe6, 0xdc, //                   b7 out 0xdc, al
+    0x49, 0x89, 0xcc, //             b9 mov r12, rcx (exit reason)
+    0x4d, 0x89, 0xcd, //             bc mov r13, r9 (GPA)
+    0x49, 0x89, 0xc6, //             bf mov r14, rax (status)
+    0x4c, 0x89, 0xc9, //             c2 mov rcx, r9
+    0xb8, 0x06, 0x00, 0x00, 0x00, // c5 mov eax, 6 (ACCEPT)
+    0xe6, 0xdc, //                   ca out 0xdc, al
+    0x48, 0xcf, //                   cc iretq
 ];
-const VE_HANDLER: u64 = 0xa1;
+const VE_HANDLER: u64 = 0xb2;
 
 const PML4: u64 = 0x1000;
 const PDPT: u64 = 0x2000;
@@ -284,7 +289,22 @@ fn guest_code_runs_tdcalls_vmcalls_lazy_accept_ve_and_kick() {
     assert_eq!(r.r14, 0, "TDG.VP.VEINFO.GET status");
     assert_eq!(r.r15, 0, "the access retried after ACCEPT reads zero");
 
-    // Step 5: the guest spins; a kick from another thread ends the VP.ENTER.
+    // Step 5: the host blocks, tracks and removes the page; the guest's next access is an
+    // EPT-violation exit (the engine dropped the mapping); AUGed again it is pending: #VE,
+    // the handler accepts it and the read returns the fresh page's zeros.
+    td.remove_page(0, Gpa(LAZY)).unwrap();
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(r.rax, EPT_VIOLATION, "access after REMOVE: {r:x?}");
+    assert_eq!(r.r8, LAZY);
+    assert_eq!(r.rcx & 3, 1, "qualification: read");
+    td.aug_page(0, Gpa(LAZY), 0).unwrap();
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    assert_eq!(r.r12, 0, "a re-AUGed page reads zero, not the old data");
+    assert_eq!(r.r13, LAZY, "the #VE named the re-AUGed GPA");
+    assert_eq!(r.r14, 0);
+
+    // Step 6: the guest spins; a kick from another thread ends the VP.ENTER.
     let kicker = {
         let eng = eng.clone();
         std::thread::spawn(move || {
@@ -539,4 +559,72 @@ fn ud_forward_ve_for_io_hlt_mmio_shared_memory_ring3_gp_and_triple_fault() {
     let r = vp_enter(&lp, tdvpr, Regs::default());
     assert_eq!(r.rax, 2, "triple fault: {r:x?}");
     eng.release_td(tdr);
+}
+
+#[test]
+fn sept_ve_disable_turns_a_pending_access_into_an_ept_violation_exit() {
+    let (m, module) = platform();
+    let Some(eng) = engine(&m) else { return };
+    m.set_engine(eng.clone());
+    let td = TdBuilder::new(&module)
+        .max_vcpus(1)
+        .attributes(1 << 28)
+        .build()
+        .unwrap();
+    let vcpu = td.create_vcpu(0, 0).unwrap();
+    for (gpa, bytes) in image() {
+        td.add_page(Gpa(gpa), bytes.as_slice().try_into().unwrap(), true)
+            .unwrap();
+    }
+    td.finalize().unwrap();
+    eng.configure_td(
+        Hpa(td.tdr()),
+        &TdEngineConfig {
+            entry: GuestEntry::Long64 {
+                rip: CODE,
+                cr3: PML4,
+            },
+            shared: None,
+        },
+    )
+    .unwrap();
+    let tdvpr = td.vcpu(vcpu).unwrap().tdvpr;
+    let lp = m.lp(0).unwrap();
+    for _ in 0..2 {
+        let r = vp_enter(&lp, tdvpr, Regs::default());
+        assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    }
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(r.rax, EPT_VIOLATION, "{r:x?}");
+    td.aug_page(0, Gpa(LAZY), 0).unwrap();
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    td.aug_page(0, Gpa(PENDING), 0).unwrap();
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(
+        r.rax, EPT_VIOLATION,
+        "pending access with SEPT_VE_DISABLE: {r:x?}"
+    );
+    assert_eq!(r.r8, PENDING);
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(
+        (r.rax, r.r8),
+        (EPT_VIOLATION, PENDING),
+        "the guest stays on the access"
+    );
+    eng.release_td(Hpa(td.tdr()));
+}
+
+#[test]
+fn gpaw52_tds_are_refused_with_a_reason() {
+    let (m, module) = platform();
+    let Some(eng) = engine(&m) else { return };
+    let td = TdBuilder::new(&module)
+        .gpaw(tdx_abi::gpa::Gpaw::Gpaw52)
+        .build()
+        .unwrap();
+    let err = eng
+        .configure_td(Hpa(td.tdr()), &TdEngineConfig::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("GPAW 52"), "{err}");
 }
