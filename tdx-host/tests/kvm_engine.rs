@@ -628,3 +628,80 @@ fn gpaw52_tds_are_refused_with_a_reason() {
         .unwrap_err();
     assert!(err.to_string().contains("GPAW 52"), "{err}");
 }
+
+/// Third guest: a pending-page load whose #VE handler (at 0x1f) loads it again without
+/// reading VE_INFO, so the second #VE becomes #DF; the #DF handler (at 0x27) reports.
+const GUEST3: &[u8] = &[
+    // start:
+    0x0f, 0x01, 0x14, 0x25, 0x00, 0x51, 0x00, 0x00, // 0 lgdt ds:0x5100
+    0x0f, 0x01, 0x1c, 0x25, 0x10, 0x51, 0x00, 0x00, // 8 lidt ds:0x5110
+    0x48, 0xc7, 0xc4, 0x00, 0x80, 0x00, 0x00, // 10 mov rsp,0x8000
+    0x48, 0x8b, 0x04, 0x25, 0x00, 0x00, 0x50, 0x00, // 17 mov rax,QWORD PTR ds:0x500000
+    // ve_handler:
+    0x48, 0x8b, 0x04, 0x25, 0x00, 0x00, 0x50, 0x00, // 1f mov rax,QWORD PTR ds:0x500000
+    // df_handler:
+    0x41, 0xbc, 0x08, 0x00, 0x00, 0x00, // 27 mov r12d,0x8
+    0x4c, 0x8b, 0x2c, 0x24, // 2d mov r13,QWORD PTR [rsp]
+    0x31, 0xc0, // 31 xor eax,eax
+    0xb9, 0x00, 0xf0, 0x00, 0x00, // 33 mov ecx,0xf000
+    0xe6, 0xdc, // 38 out 0xdc,al
+    // spin:
+    0xeb, 0xfe, // 3a jmp 3a <spin>
+];
+
+#[test]
+fn a_ve_while_ve_info_is_valid_is_a_double_fault() {
+    let (m, module) = platform();
+    let Some(eng) = engine(&m) else { return };
+    m.set_engine(eng.clone());
+    let td = TdBuilder::new(&module).max_vcpus(1).build().unwrap();
+    let vcpu = td.create_vcpu(0, 0).unwrap();
+    for (gpa, bytes) in image_with(GUEST3, &[(20, 0x1f), (8, 0x27)]) {
+        td.add_page(Gpa(gpa), bytes.as_slice().try_into().unwrap(), true)
+            .unwrap();
+    }
+    td.finalize().unwrap();
+    td.aug_page(0, Gpa(PENDING), 0).unwrap();
+    eng.configure_td(
+        Hpa(td.tdr()),
+        &TdEngineConfig {
+            entry: GuestEntry::Long64 {
+                rip: CODE,
+                cr3: PML4,
+            },
+            shared: None,
+        },
+    )
+    .unwrap();
+    let tdvpr = td.vcpu(vcpu).unwrap().tdvpr;
+    let r = vp_enter(&m.lp(0).unwrap(), tdvpr, Regs::default());
+    assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    assert_eq!((r.r12, r.r13), (8, 0), "#DF with error code 0");
+    eng.release_td(Hpa(td.tdr()));
+}
+
+#[test]
+fn reset_vector_entry_starts_at_0xfffffff0_with_the_tdx_initial_gprs() {
+    let (m, module) = platform();
+    let Some(eng) = engine(&m) else { return };
+    m.set_engine(eng.clone());
+    let td = TdBuilder::new(&module).max_vcpus(1).build().unwrap();
+    // VP.INIT's RCX doubles as the VMCALL's GPR mask: RDX, RBX, RSI (bits 2, 3, 6).
+    let vcpu = td.create_vcpu(0, 0x4C).unwrap();
+    let mut top = page();
+    // 0xFFFFFFF0: out 0xdc, al (32-bit protected mode, EAX = 0: TDG.VP.VMCALL).
+    top[0xFF0..0xFF2].copy_from_slice(&[0xE6, 0xDC]);
+    td.add_page(Gpa(0xFFFF_F000), top.as_slice().try_into().unwrap(), true)
+        .unwrap();
+    td.finalize().unwrap();
+    eng.configure_td(Hpa(td.tdr()), &TdEngineConfig::default())
+        .unwrap();
+    let tdvpr = td.vcpu(vcpu).unwrap().tdvpr;
+    let r = vp_enter(&m.lp(0).unwrap(), tdvpr, Regs::default());
+    assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    assert_eq!(r.rcx, 0x4C, "the mask is VP.INIT's RCX");
+    assert_eq!(r.rbx, 48, "RBX = GPAW");
+    assert_eq!(r.rsi, 0, "RSI = vCPU index");
+    assert_ne!(r.rdx, 0, "RDX = CPUID(1).EAX");
+    eng.release_td(Hpa(td.tdr()));
+}

@@ -74,6 +74,10 @@
 //!   [`EmulatedModule::locks_held`], [`EmulatedModule::set_engine`] with the
 //!   [`ExecutionEngine`] seam, [`FaultInjector::pause_in_lock_window`],
 //!   [`ScriptedVcpu::take_vmcall_response`], [`PhysicalMemory::is_poisoned`].
+//! * Engines: TDH.VP.ENTER runs its engine with the state mutex released (see [`guest`]);
+//!   guest TDCALLs enter through [`EmulatedModule::guest_tdcall`]; engines that mirror guest
+//!   memory read [`EmulatedModule::sept_mappings`] / [`EmulatedModule::sept_generation`].
+//!   [`kvm::KvmEngine`] runs real guest code under KVM.
 
 pub(crate) mod codes;
 pub mod guest;

@@ -29,8 +29,9 @@ use super::super::SeptMappings;
 /// access there is an EPT-violation exit).
 pub const PRIVATE_WINDOW: u64 = 1 << 40;
 
-/// Memslots the engine may use per TD (KVM allows 32764 on the development machine).
-const MAX_SLOTS: u32 = 32000;
+/// Memslots the engine leaves to others in a VM (KVM allows 32764 on the development
+/// machine; private runs and shared runs share the rest).
+const RESERVED_SLOTS: u32 = 4;
 
 /// A memslot: guest range and host address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,7 @@ pub(super) struct TdMemory {
     shared_slots: BTreeMap<u64, Slot>,
     free_ids: Vec<u32>,
     next_id: u32,
+    max_slots: u32,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> EngineError {
@@ -64,7 +66,7 @@ fn err(what: &str, e: impl std::fmt::Display) -> EngineError {
 
 impl TdMemory {
     /// Reserves the private window.
-    pub(super) fn new(shared_bit: u64) -> Result<Self, EngineError> {
+    pub(super) fn new(shared_bit: u64, kvm_slots: u32) -> Result<Self, EngineError> {
         // SAFETY: an anonymous PROT_NONE reservation at an address the kernel chooses; it
         // does not alias any Rust object.
         let p = unsafe {
@@ -93,6 +95,7 @@ impl TdMemory {
             shared_slots: BTreeMap::new(),
             free_ids: Vec::new(),
             next_id: 0,
+            max_slots: kvm_slots.saturating_sub(RESERVED_SLOTS).max(2),
         })
     }
 
@@ -110,9 +113,10 @@ impl TdMemory {
         if let Some(id) = self.free_ids.pop() {
             return Ok(id);
         }
-        if self.next_id >= MAX_SLOTS {
+        if self.next_id >= self.max_slots {
             return Err(EngineError(format!(
-                "out of KVM memslots ({MAX_SLOTS} in use): guest memory too fragmented"
+                "out of KVM memslots ({} in use): guest memory too fragmented",
+                self.max_slots
             )));
         }
         self.next_id += 1;
@@ -152,13 +156,40 @@ impl TdMemory {
             std::mem::take(&mut self.private_slots)
         };
         let mut keep = BTreeMap::new();
+        let r = self.apply_slots(vm, old, new, &mut keep);
+        // On failure `keep` still lists exactly the slots that exist; the caller's
+        // generation stays stale so the next resync retries.
+        if shared {
+            self.shared_slots = keep;
+        } else {
+            self.private_slots = keep;
+        }
+        r
+    }
+
+    fn apply_slots(
+        &mut self,
+        vm: &VmFd,
+        old: BTreeMap<u64, Slot>,
+        new: &BTreeMap<u64, (u64, u64)>,
+        keep: &mut BTreeMap<u64, Slot>,
+    ) -> Result<(), EngineError> {
+        let mut doomed = Vec::new();
         for (gpa, slot) in old {
             if new.get(&gpa) == Some(&(slot.len, slot.hva)) {
                 keep.insert(gpa, slot);
             } else {
-                Self::set_slot(vm, slot.id, gpa, 0, slot.hva)?;
-                self.free_ids.push(slot.id);
+                doomed.push((gpa, slot));
             }
+        }
+        let mut doomed = doomed.into_iter();
+        while let Some((gpa, slot)) = doomed.next() {
+            if let Err(e) = Self::set_slot(vm, slot.id, gpa, 0, slot.hva) {
+                keep.insert(gpa, slot);
+                keep.extend(doomed);
+                return Err(e);
+            }
+            self.free_ids.push(slot.id);
         }
         for (&gpa, &(len, hva)) in new {
             if keep.contains_key(&gpa) {
@@ -170,11 +201,6 @@ impl TdMemory {
                 return Err(e);
             }
             keep.insert(gpa, Slot { id, len, hva });
-        }
-        if shared {
-            self.shared_slots = keep;
-        } else {
-            self.private_slots = keep;
         }
         Ok(())
     }

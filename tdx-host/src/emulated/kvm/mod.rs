@@ -36,7 +36,7 @@
 //! * `KVM_EXIT_MMIO` (no memslot): the module decides (pending private page → #VE, or an
 //!   EPT-violation exit when SEPT_VE_DISABLE is set, #DF when VE_INFO is still valid;
 //!   unmapped private → EPT-violation exit with the GPA; shared GPA without memory → #VE
-//!   with VE_INFO for TDVMCALL<MMIO>). The access is completed with `immediate_exit` and the
+//!   with VE_INFO for `TDVMCALL<MMIO>`). The access is completed with `immediate_exit` and the
 //!   registers saved before it restored, so the guest's RIP stays on the instruction.
 //! * Port I/O to other ports → #VE (exit reason 30, the I/O exit qualification), HLT → #VE
 //!   (exit reason 12), as a TDX CPU does for these instructions.
@@ -186,10 +186,23 @@ impl KvmEngine {
         lock(&self.tds).get(&tdr).cloned()
     }
 
-    fn vcpu(&self, td: &KvmTd, tdvpr: u64) -> Result<(Arc<KvmVcpu>, bool), EngineError> {
+    fn vcpu(
+        &self,
+        m: &EmulatedModule,
+        tdr: u64,
+        td: &KvmTd,
+        tdvpr: u64,
+    ) -> Result<(Arc<KvmVcpu>, bool), EngineError> {
         let mut vcpus = lock(&td.vcpus);
         if let Some(v) = vcpus.get(&tdvpr) {
             return Ok((Arc::clone(v), false));
+        }
+        // configure_td may have run before TDH.MNG.INIT fixed the GPAW.
+        if m.td_gpaw_attributes(tdr).is_some_and(|(g52, _)| g52) {
+            return Err(EngineError(format!(
+                "TD {tdr:#x} has GPAW 52: its shared bit 51 is outside this guest's 48-bit \
+                 MAXPHYADDR"
+            )));
         }
         let id = vcpus.len() as u64;
         let mut fd = td
@@ -254,7 +267,8 @@ impl ExecutionEngine for KvmEngine {
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| kerr("KVM_GET_SUPPORTED_CPUID", e))?;
-        let mut mem = TdMemory::new(shared_bit)?;
+        let max_slots = u32::try_from(self.kvm.get_nr_memslots()).unwrap_or(u32::MAX);
+        let mut mem = TdMemory::new(shared_bit, max_slots)?;
         if let Some(s) = &config.shared {
             mem.sync_shared(&vm, s)?;
         }
@@ -437,7 +451,7 @@ impl KvmEngine {
                 ev.tdr
             ))
         })?;
-        let (v, _) = self.vcpu(&td, ev.tdvpr)?;
+        let (v, _) = self.vcpu(m, ev.tdr, &td, ev.tdvpr)?;
         let mut fd = lock(&v.fd);
         let mut regs = fd.get_regs().map_err(|e| kerr("KVM_GET_REGS", e))?;
         cpu::load_gprs(&mut regs, ev.gprs);
