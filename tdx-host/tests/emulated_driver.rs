@@ -5,42 +5,19 @@ use std::sync::Arc;
 
 use tdx_abi::gpa::Gpa;
 use tdx_abi::measure::MrtdBuilder;
-use tdx_host::driver::module::{LogicalCpu, PlatformDesc, RetryPolicy};
-use tdx_host::driver::{TdBuilder, TdxModule};
-use tdx_host::emulated::{
-    EmulatedModule, Fault, KotState, LogicalProcessor, PamtPageType, PlatformConfig,
-};
+use tdx_host::driver::module::RetryPolicy;
+use tdx_host::driver::{bring_up, EmulatedTdxModule, TdBuilder};
+use tdx_host::emulated::{EmulatedModule, Fault, KotState, PamtPageType, PlatformConfig};
 
-fn platform(
-    packages: u32,
-) -> (
-    Arc<EmulatedModule>,
-    TdxModule<LogicalProcessor, Arc<EmulatedModule>>,
-) {
-    let m = EmulatedModule::new(PlatformConfig {
-        num_packages: packages,
-        ..PlatformConfig::default()
-    })
-    .unwrap();
-    let lps = (0..m.num_lps())
-        .map(|i| LogicalCpu {
-            seamcall: m.lp(i).unwrap(),
-            package: m.package_of(i),
-        })
-        .collect();
-    let desc = PlatformDesc {
-        usable_ranges: m
-            .physical_memory()
-            .cmrs()
-            .iter()
-            .map(|&(b, s)| (b, b + s))
-            .collect(),
-        first_tdx_hkid: 32,
-        num_tdx_hkids: 16,
-        hkid_shift: m.hkid_shift(),
-    };
-    let module = TdxModule::init(lps, m.clone(), &desc, RetryPolicy::default()).unwrap();
-    (m, module)
+fn platform(packages: u32) -> (Arc<EmulatedModule>, Arc<EmulatedTdxModule>) {
+    bring_up(
+        PlatformConfig {
+            num_packages: packages,
+            ..PlatformConfig::default()
+        },
+        RetryPolicy::default(),
+    )
+    .unwrap()
 }
 
 #[test]

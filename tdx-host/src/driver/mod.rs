@@ -15,13 +15,14 @@
 //! where KVM retries it) are retried a bounded number of times ([`RetryPolicy`]); everything
 //! else is a typed [`DriverError`] naming the leaf and status. Nothing panics.
 
-mod emulated_glue;
+pub mod emulated_glue;
 pub mod hkid;
 pub mod memory;
 pub mod module;
 pub mod seam;
 pub mod td;
 
+pub use emulated_glue::{bring_up, BringUpError, EmulatedTdxModule};
 pub use hkid::{HkidError, HkidPool};
 pub use memory::{FrameAllocator, FrameError, HostMemory, HostMemoryError, FRAME_SIZE};
 pub use module::{
