@@ -620,16 +620,16 @@ impl TdVm for EmulatedVm {
     fn create_vcpu(&self, index: u32, rcx: u64) -> Result<EmulatedVcpu, BackendError> {
         let vm = &self.inner;
         let mut st = vm.st();
-        if index >= u32::from(vm.config.max_vcpus) {
-            return Err(BackendError::Invalid {
-                what: "vCPU index",
-                why: format!("{index} is not below max_vcpus {}", vm.config.max_vcpus),
-            });
-        }
         if st.finalized {
             return Err(BackendError::State {
                 op: "create_vcpu",
                 why: "the TD is finalized (TDH.VP.CREATE needs OP_STATE INITIALIZED)".into(),
+            });
+        }
+        if index >= u32::from(vm.config.max_vcpus) {
+            return Err(BackendError::Invalid {
+                what: "vCPU index",
+                why: format!("{index} is not below max_vcpus {}", vm.config.max_vcpus),
             });
         }
         if st.vcpus.contains_key(&index) {
@@ -664,6 +664,7 @@ impl TdVm for EmulatedVm {
             lp,
             shared,
             pending: None,
+            represent: false,
             resume: None,
             exit_regs: Regs::default(),
             data: [0; 8],
@@ -806,6 +807,8 @@ pub struct EmulatedVcpu {
     shared: Arc<VcpuShared>,
     /// The exit the VMM is answering.
     pending: Option<Pending>,
+    /// The VMM's answer to `pending` was invalid: show the exit again.
+    represent: bool,
     /// Registers for the next TDH.VP.ENTER (a GHCI response).
     resume: Option<Regs>,
     /// The guest's registers of the last TDVMCALL exit (echoed where the answer is silent).
@@ -1259,10 +1262,21 @@ impl TdVcpu for EmulatedVcpu {
             }
         }
         if let Some(p) = self.pending {
-            // On an invalid answer the exit stays pending so the VMM can correct it.
-            let regs = self.answer(p)?;
-            self.pending = None;
-            self.resume = Some(regs);
+            if std::mem::take(&mut self.represent) {
+                return Ok(self.exit_view(p));
+            }
+            match self.answer(p) {
+                Ok(regs) => {
+                    self.pending = None;
+                    self.resume = Some(regs);
+                }
+                Err(e) => {
+                    // The guest has not seen the answer: the next run shows the same exit
+                    // again so the VMM can answer it correctly.
+                    self.represent = true;
+                    return Err(e);
+                }
+            }
         }
         if self.shared.kicked.swap(false, Ordering::SeqCst) {
             return Ok(TdExit::Interrupted);
