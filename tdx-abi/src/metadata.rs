@@ -24,7 +24,7 @@
 
 use core::fmt;
 
-use crate::state::open_enum;
+use crate::open_enum::open_enum;
 
 /// Size of a metadata element.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -7,7 +7,7 @@
 use core::fmt;
 
 use crate::gpa::EptLevel;
-use crate::state::open_enum;
+use crate::open_enum::open_enum;
 
 open_enum! {
     /// 7-bit SEPT entry state encoding of module 1.5 (`SEPT_STATE_*_ENCODING`): bit 0 = D,
