@@ -882,6 +882,11 @@ fn wrong_phase_calls_are_state_errors() {
         "add_initial_pages",
     );
     assert_state(vm.create_vcpu(1, 0), "create_vcpu");
+    // A finalized TD without memory cannot run (its engine has no configuration).
+    let bare = backend.create_vm(&TdVmConfig::default()).unwrap();
+    let mut bv = bare.create_vcpu(0, 0).unwrap();
+    bare.finalize().unwrap();
+    assert_state(bv.run(), "run");
     // Arguments are checked too.
     let v8 = TdVmConfig {
         max_vcpus: 8,
@@ -1165,4 +1170,53 @@ fn conversion_to_shared_kicks_the_vcpus_and_removes_the_page() {
         matches!(e, BackendError::Dead(ref m) if m.contains("no progress")),
         "{e}"
     );
+}
+
+#[test]
+fn two_vcpus_run_on_their_own_threads_and_lps() {
+    let backend = backend(EngineChoice::Scripted);
+    let config = TdVmConfig {
+        max_vcpus: 2,
+        ..TdVmConfig::default()
+    };
+    let vm = backend.create_vm(&config).unwrap();
+    vm.set_memory(&memory(Gpaw::Gpaw48)).unwrap();
+    let vcpus: Vec<EmulatedVcpu> = (0..2).map(|i| vm.create_vcpu(i, 0).unwrap()).collect();
+    assert_eq!(vcpus.iter().map(|v| v.lp()).collect::<Vec<_>>(), [0, 1]);
+    vm.add_initial_pages(IMAGE, &[0; 4096], true).unwrap();
+    vm.finalize().unwrap();
+    let threads: Vec<_> = vcpus
+        .into_iter()
+        .map(|mut v| {
+            let g = backend.module().scripted_vcpu(v.tdvpr());
+            std::thread::spawn(move || {
+                let i = v.index();
+                for n in 0..50u32 {
+                    vmcall(
+                        &g,
+                        TdVmCallRequest::Io {
+                            size: 4,
+                            direction: Direction::Read,
+                            port: 0x510 + i as u16,
+                            data: 0,
+                        }
+                        .encode(),
+                    );
+                    match v.run().unwrap() {
+                        TdExit::IoIn { port, data } => {
+                            assert_eq!(port, 0x510 + i as u16);
+                            data.copy_from_slice(&(i * 1000 + n).to_le_bytes());
+                        }
+                        other => panic!("vCPU {i}: {other:?}"),
+                    }
+                    run_idle(&mut v);
+                    assert_eq!(response(&g).r11, u64::from(i * 1000 + n));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("vCPU thread");
+    }
+    backend.module().check_invariants().unwrap();
 }

@@ -15,6 +15,38 @@
 //! | [`TdVcpu::run`] | VP.ENTER; MEM.PAGE.AUG on a private EPT violation (lazy accept) |
 //! | drop of the last handle | VP.FLUSH, VPFLUSHDONE, CACHE.WB, KEY.FREEID, RECLAIM of every page |
 //!
+//! # Example
+//! ```
+//! use std::sync::Arc;
+//! use tdx_host::backend::emulated::{EmulatedBackend, EmulatedBackendConfig};
+//! use tdx_host::backend::{TdExit, TdVcpu, TdVm, TdVmConfig, TdxBackend};
+//! use tdx_host::tdx_abi::tdvmcall::{Direction, TdVmCallRequest};
+//! use tdx_host::tdx_memory::{AttributeMap, SharedGuestMemory};
+//! use vm_memory::{GuestAddress, GuestMemoryMmap};
+//!
+//! // The scripted engine: the example plays the guest.
+//! let backend = EmulatedBackend::new(EmulatedBackendConfig::default())?;
+//! let config = TdVmConfig::default();
+//! let vm = backend.create_vm(&config)?;
+//! let ram = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+//! let mem = SharedGuestMemory::new(Arc::new(AttributeMap::new(config.gpaw)), ram).unwrap();
+//! vm.set_memory(&mem)?;
+//! let mut vcpu = vm.create_vcpu(0, 0)?;
+//! vm.add_initial_pages(0x10_0000, &[0xF4; 4096], true)?;
+//! let mrtd = vm.finalize()?;
+//! assert!(mrtd.is_some());
+//!
+//! let guest = backend.module().scripted_vcpu(vcpu.tdvpr());
+//! let mut regs = TdVmCallRequest::Io { size: 1, direction: Direction::Write, port: 0x3F8, data: b'A'.into() }
+//!     .encode();
+//! guest.tdcall(&mut regs);
+//! match vcpu.run()? {
+//!     TdExit::IoOut { port: 0x3F8, data } => assert_eq!(data, b"A"),
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok::<(), tdx_host::backend::BackendError>(())
+//! ```
+//!
 //! # Logical processors
 //! vCPU `i` is created (TDH.VP.INIT associates it) and always entered on logical processor
 //! `i mod num_lps`. vCPUs are never migrated (that would need TDH.VP.FLUSH on the old LP, as
@@ -1258,6 +1290,12 @@ impl TdVcpu for EmulatedVcpu {
                 return Err(BackendError::State {
                     op: "run",
                     why: "the TD is not finalized (TDH.MR.FINALIZE)".into(),
+                });
+            }
+            if st.memory.is_none() {
+                return Err(BackendError::State {
+                    op: "run",
+                    why: "the TD has no memory (set_memory), the engine is not configured".into(),
                 });
             }
         }
