@@ -66,3 +66,34 @@ fn driver_lifecycle_on_the_emulated_module() {
     drop(td);
     assert_eq!(module.frames().free_frames(), free0);
 }
+
+#[test]
+fn private_page_lookups_cover_2m_pages() {
+    let (_m, module) = platform(1);
+    let td = TdBuilder::new(&module).build().unwrap();
+    td.create_vcpu(0, 0).unwrap();
+    td.add_page(Gpa(0x10_0000), &[0; 4096], false).unwrap();
+    td.finalize().unwrap();
+    td.aug_page(0, Gpa(0x40_0000), 1).unwrap();
+    td.aug_page(0, Gpa(0x60_0000), 0).unwrap();
+    let big = td
+        .private_page_covering(0x5F_F123)
+        .expect("inside the 2 MiB page");
+    assert_eq!((big.0, big.1.level), (0x40_0000, 1));
+    assert_eq!(
+        td.private_page_covering(0x10_0FFF).map(|p| p.0),
+        Some(0x10_0000)
+    );
+    assert_eq!(td.private_page_covering(0x10_1000), None);
+    let gpas = |s, e| {
+        td.private_pages_in(s, e)
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(gpas(0x40_1000, 0x40_2000), [0x40_0000]);
+    assert_eq!(gpas(0x5F_F000, 0x60_1000), [0x40_0000, 0x60_0000]);
+    assert_eq!(gpas(0x10_1000, 0x40_0000), Vec::<u64>::new());
+    assert_eq!(gpas(0, u64::MAX), [0x10_0000, 0x40_0000, 0x60_0000]);
+    td.teardown().unwrap();
+}

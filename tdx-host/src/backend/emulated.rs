@@ -544,11 +544,8 @@ impl VmInner {
     ) -> Result<(), BackendError> {
         if to == PageState::Shared {
             let (s, e) = (range.start().raw(), range.end().raw());
-            for (gpa, page) in self.td.private_pages() {
+            for (gpa, page) in self.td.private_pages_in(s, e) {
                 let size = 4096u64 << (9 * u32::from(page.level));
-                if gpa >= e || gpa.saturating_add(size) <= s {
-                    continue;
-                }
                 if gpa < s || gpa + size > e {
                     return Err(BackendError::Invalid {
                         what: "conversion range",
@@ -1217,11 +1214,7 @@ impl EmulatedVcpu {
             );
             vm.convert_locked(&mem, range, PageState::Private)?;
         }
-        let mapped = vm.td.private_pages().iter().any(|&(g, p)| {
-            let size = 4096u64 << (9 * u32::from(p.level));
-            page >= g && page - g < size
-        });
-        if mapped {
+        if vm.td.private_page_covering(page).is_some() {
             return Ok(Fault::Stalled);
         }
         vm.td

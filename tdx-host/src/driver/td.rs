@@ -372,6 +372,23 @@ impl<S: Seamcall, M: HostMemory> Td<S, M> {
     pub fn private_pages(&self) -> Vec<(u64, PrivatePage)> {
         self.st().private.iter().map(|(&k, &v)| (k, v)).collect()
     }
+    /// The private page that maps `gpa` (its GPA and page), if any.
+    pub fn private_page_covering(&self, gpa: u64) -> Option<(u64, PrivatePage)> {
+        let st = self.st();
+        let (&g, &p) = st.private.range(..=gpa).next_back()?;
+        (gpa - g < page_bytes(p.level)).then_some((g, p))
+    }
+    /// The private pages that overlap `[start, end)`, by GPA.
+    pub fn private_pages_in(&self, start: u64, end: u64) -> Vec<(u64, PrivatePage)> {
+        let st = self.st();
+        // The largest page is 2 MiB: nothing starting earlier can reach `start`.
+        let from = start.saturating_sub(page_bytes(1) - 1);
+        st.private
+            .range(from..end.max(from))
+            .filter(|&(&g, p)| g.saturating_add(page_bytes(p.level)) > start)
+            .map(|(&g, &p)| (g, p))
+            .collect()
+    }
     /// Every host frame the module owns for this TD, TDR last.
     pub fn owned_pages(&self) -> Vec<u64> {
         let st = self.st();
@@ -923,6 +940,11 @@ impl<S: Seamcall, M: HostMemory> Td<S, M> {
     pub fn is_torn_down(&self) -> bool {
         self.st().phase == Phase::Reclaimed
     }
+}
+
+/// Bytes mapped by a private page of `level` (0 = 4 KiB, 1 = 2 MiB).
+fn page_bytes(level: u8) -> u64 {
+    FRAME_SIZE << (9 * u32::from(level.min(2)))
 }
 
 #[derive(Clone, Copy)]
