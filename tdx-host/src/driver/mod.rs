@@ -7,6 +7,8 @@
 //!   a [`TdxModuleInfo`], the TDMR/PAMT plan of `tdx_memory::tdmr` with PAMTs from the
 //!   [`FrameAllocator`], the TDMR_INFO array and PA array in host memory (512-byte aligned),
 //!   TDH.SYS.CONFIG, TDH.SYS.KEY.CONFIG once per package, TDH.SYS.TDMR.INIT loops.
+//! * [`bring_up`]: an emulated platform and its module brought up by [`TdxModule::init`] in one
+//!   call (tests, benches, the emulated backend).
 //! * [`TdBuilder`] / [`Td`]: TD creation (HKID from the [`HkidPool`], TDCS, TD_PARAMS),
 //!   vCPUs, S-EPT on demand, measured initial pages with an offline MRTD prediction,
 //!   finalization, runtime AUG/removal and teardown with reclaim.
