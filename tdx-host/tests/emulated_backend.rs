@@ -1220,3 +1220,114 @@ fn two_vcpus_run_on_their_own_threads_and_lps() {
     }
     backend.module().check_invariants().unwrap();
 }
+
+/// Deterministic pseudo-random source for the hostile-register test.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Mostly small or boundary values, sometimes anything.
+    fn operand(&mut self) -> u64 {
+        match self.next() % 6 {
+            0 => self.next(),
+            1 => self.next() % 16,
+            2 => (self.next() % RAM) & !0xFFF,
+            3 => ((self.next() % RAM) & !0xFFF) | SHARED_BIT,
+            4 => [0, 1, 2, 4, 8, 32, 255, 256, u64::MAX, 1 << 63][(self.next() % 10) as usize],
+            _ => self.next() % 0x1_0000,
+        }
+    }
+}
+
+#[test]
+fn hostile_tdvmcall_registers_never_panic_the_backend() {
+    let subs: Vec<u64> = (0x10000..=0x10005)
+        .chain([10, 12, 30, 31, 32, 48, 54])
+        .collect();
+    let mut rng = SplitMix(0x7D5_2026);
+    let mut t = td();
+    let mut exits = 0u32;
+    for i in 0..3000u32 {
+        let mut regs = Regs {
+            rax: u64::from(TdcallLeaf::TDG_VP_VMCALL.raw()),
+            rcx: 0xFC00 | (rng.next() & 0x3CC),
+            r10: if rng.next() % 8 == 0 {
+                rng.operand()
+            } else {
+                0
+            },
+            r11: if rng.next() % 8 == 0 {
+                rng.operand()
+            } else {
+                subs[(rng.next() % subs.len() as u64) as usize]
+            },
+            r12: rng.operand(),
+            r13: rng.operand(),
+            r14: rng.operand(),
+            r15: rng.operand(),
+            rbx: rng.next(),
+            rdx: rng.next(),
+            ..Regs::default()
+        };
+        let g = t.guest();
+        assert_eq!(
+            g.tdcall(&mut regs).raw(),
+            TdxStatus::SUCCESS.raw(),
+            "call {i}"
+        );
+        // The VMM answers every exit with plausible values (a random status).
+        let mut fatal = false;
+        for _ in 0..4 {
+            let vm = t.vm.clone();
+            let pick = rng.next();
+            match t.vcpu.run() {
+                Ok(TdExit::Interrupted) => break,
+                Ok(TdExit::ReportFatalError { .. }) => {
+                    fatal = true;
+                    break;
+                }
+                Ok(exit) => {
+                    exits += 1;
+                    match exit {
+                        TdExit::IoIn { data, .. } | TdExit::MmioRead { data, .. } => {
+                            data.fill(pick as u8)
+                        }
+                        TdExit::Cpuid { regs, .. } => *regs = [pick as u32; 4],
+                        TdExit::RdMsr { value, .. } => *value = pick,
+                        TdExit::MapGpa {
+                            gpa,
+                            size,
+                            to,
+                            status,
+                            ..
+                        } => {
+                            if pick % 2 == 0 {
+                                if let Ok(r) = GpaRange::new(Gpa(gpa), size) {
+                                    let _ = vm.convert(r, to);
+                                }
+                            } else {
+                                *status = VmcallStatus::InvalidOperand;
+                            }
+                        }
+                        TdExit::GetQuote { status, .. } => *status = VmcallStatus::GpaInUse,
+                        _ => {}
+                    }
+                }
+                Err(e) => panic!("call {i} ({regs:x?}): {e}"),
+            }
+        }
+        if fatal {
+            assert!(matches!(t.vcpu.run(), Err(BackendError::Dead(_))));
+            t = td();
+        }
+    }
+    assert!(exits > 500, "the VMM saw {exits} exits");
+    t.backend.module().check_invariants().unwrap();
+}
