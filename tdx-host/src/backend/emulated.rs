@@ -47,6 +47,11 @@
 //! # Ok::<(), tdx_host::backend::BackendError>(())
 //! ```
 //!
+//! # GPA widths
+//! The module runs GPAW 48 and 52 and [`TdxBackend::capabilities`] lists both; an engine may
+//! refuse a width when the TD gets its memory (`ExecutionEngine::configure_td`, called by
+//! [`TdVm::set_memory`], which then fails with [`BackendError::Unavailable`]).
+//!
 //! # Logical processors
 //! vCPU `i` is created (TDH.VP.INIT associates it) and always entered on logical processor
 //! `i mod num_lps`. vCPUs are never migrated (that would need TDH.VP.FLUSH on the old LP, as
@@ -146,6 +151,10 @@ pub type EngineConstructor =
     Box<dyn FnOnce(&Arc<EmulatedModule>) -> Result<Arc<dyn ExecutionEngine>, EngineError> + Send>;
 
 /// Which execution engine runs guest code.
+///
+/// An engine with a constructor `fn new(&Arc<EmulatedModule>) -> Result<Arc<E>, EngineError>`
+/// fits [`EngineChoice::Custom`] directly:
+/// `EngineChoice::custom(|m| Ok(E::new(m)? as Arc<dyn ExecutionEngine>))`.
 pub enum EngineChoice {
     /// The scripted engine: a test plays the guest through
     /// [`ScriptedVcpu`](crate::emulated::ScriptedVcpu).
