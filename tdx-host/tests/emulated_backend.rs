@@ -1331,3 +1331,18 @@ fn hostile_tdvmcall_registers_never_panic_the_backend() {
     assert!(exits > 500, "the VMM saw {exits} exits");
     t.backend.module().check_invariants().unwrap();
 }
+
+#[test]
+fn shared_access_to_a_private_page_is_converted_to_shared_implicitly() {
+    let (mut t, engine) = queue_td();
+    // The initial image page is private and mapped; a shared-alias access converts it.
+    engine.push(async_exit(48, IMAGE | SHARED_BIT));
+    engine.push(async_exit(2, 0));
+    assert!(matches!(t.vcpu.run().unwrap(), TdExit::Shutdown));
+    assert_eq!(
+        t.mem.attributes().state(Gpa(IMAGE)).unwrap(),
+        PageState::Shared
+    );
+    assert_eq!(private_pa(&t, IMAGE), None, "removed from the S-EPT");
+    assert_eq!(sept_state(&t, IMAGE), SeptPublicState::FREE);
+}
