@@ -1044,6 +1044,8 @@ fn configs_the_module_would_refuse_are_invalid_with_field_and_value() {
         ..TdVmConfig::default()
     };
     assert_eq!(backend.td_config(&ok).unwrap().tsc_frequency, 120);
+    let default = backend.td_config(&TdVmConfig::default()).unwrap();
+    assert_eq!(default.tsc_frequency, 100, "tsc_hz 0: 2.5 GHz");
     backend.create_vm(&ok).unwrap();
 }
 
