@@ -9,36 +9,15 @@ use tdx_abi::gpa::Gpa;
 use tdx_abi::leaf::SeamcallLeaf;
 use tdx_abi::phys::Hpa;
 use tdx_host::backend::GuestEntry;
-use tdx_host::driver::module::{LogicalCpu, PlatformDesc, RetryPolicy};
-use tdx_host::driver::{TdBuilder, TdxModule};
+use tdx_host::driver::module::RetryPolicy;
+use tdx_host::driver::{bring_up, EmulatedTdxModule, TdBuilder};
 use tdx_host::emulated::kvm::KvmEngine;
 use tdx_host::emulated::{
     EmulatedModule, ExecutionEngine, LogicalProcessor, PlatformConfig, TdEngineConfig,
 };
 
-type Module = TdxModule<LogicalProcessor, Arc<EmulatedModule>>;
-
-fn platform() -> (Arc<EmulatedModule>, Module) {
-    let m = EmulatedModule::new(PlatformConfig::default()).unwrap();
-    let lps = (0..m.num_lps())
-        .map(|i| LogicalCpu {
-            seamcall: m.lp(i).unwrap(),
-            package: m.package_of(i),
-        })
-        .collect();
-    let desc = PlatformDesc {
-        usable_ranges: m
-            .physical_memory()
-            .cmrs()
-            .iter()
-            .map(|&(b, s)| (b, b + s))
-            .collect(),
-        first_tdx_hkid: 32,
-        num_tdx_hkids: 16,
-        hkid_shift: m.hkid_shift(),
-    };
-    let module = TdxModule::init(lps, m.clone(), &desc, RetryPolicy::default()).unwrap();
-    (m, module)
+fn platform() -> (Arc<EmulatedModule>, Arc<EmulatedTdxModule>) {
+    bring_up(PlatformConfig::default(), RetryPolicy::default()).unwrap()
 }
 
 /// The engine, or `None` (with a loud message) when KVM cannot be used here.
