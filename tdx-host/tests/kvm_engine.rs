@@ -684,3 +684,71 @@ fn reset_vector_entry_starts_at_0xfffffff0_with_the_tdx_initial_gprs() {
     assert_ne!(r.rdx, 0, "RDX = CPUID(1).EAX");
     eng.release_td(Hpa(td.tdr()));
 }
+
+/// Fourth guest, for the backend: ACCEPT 0x400000 (the backend AUGs it lazily), then
+/// TDVMCALL<Instruction.IO> writing 'A' + the ACCEPT status to port 0x3F8, then a triple
+/// fault (null IDT, `ud2`).
+const GUEST4: &[u8] = &[
+    0xb9, 0x00, 0x00, 0x40, 0x00, // 00 mov ecx, 0x400000
+    0xb8, 0x06, 0x00, 0x00, 0x00, // 05 mov eax, 6 (TDG.MEM.PAGE.ACCEPT)
+    0xe6, 0xdc, //                   0a out 0xdc, al
+    0x41, 0xbf, 0x41, 0x00, 0x00, 0x00, // 0c mov r15d, 'A'
+    0x49, 0x01, 0xc7, //             12 add r15, rax
+    0x45, 0x31, 0xd2, //             15 xor r10d, r10d (GHCI standard)
+    0x41, 0xbb, 0x1e, 0x00, 0x00, 0x00, // 18 mov r11d, 30 (Instruction.IO)
+    0x41, 0xbc, 0x01, 0x00, 0x00, 0x00, // 1e mov r12d, 1 (size)
+    0x41, 0xbd, 0x01, 0x00, 0x00, 0x00, // 24 mov r13d, 1 (write)
+    0x41, 0xbe, 0xf8, 0x03, 0x00, 0x00, // 2a mov r14d, 0x3f8
+    0x31, 0xc0, //                   30 xor eax, eax (TDG.VP.VMCALL)
+    0xb9, 0x00, 0xfc, 0x00, 0x00, // 32 mov ecx, 0xfc00 (R10..R15)
+    0xe6, 0xdc, //                   37 out 0xdc, al
+    0x8a, 0x04, 0x25, 0x00, 0x00, 0x40, 0x00, // 39 mov al, [0x400000]
+    0x0f, 0x01, 0x1c, 0x25, 0x20, 0x51, 0x00, 0x00, // 40 lidt [0x5120] (limit 0)
+    0x0f, 0x0b, //                   48 ud2
+];
+
+#[test]
+fn the_emulated_backend_runs_guest_code_with_the_kvm_engine() {
+    use tdx_host::backend::emulated::{EmulatedBackend, EmulatedBackendConfig, EngineChoice};
+    use tdx_host::backend::{TdExit, TdVcpu, TdVm, TdVmConfig, TdxBackend};
+    use tdx_memory::{AttributeMap, SharedGuestMemory};
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
+    {
+        let (m, _) = platform();
+        if engine(&m).is_none() {
+            return;
+        }
+    }
+    let backend = EmulatedBackend::new(EmulatedBackendConfig {
+        engine: EngineChoice::custom(|m| Ok(KvmEngine::new(m)? as Arc<dyn ExecutionEngine>)),
+        ..EmulatedBackendConfig::default()
+    })
+    .unwrap();
+    let config = TdVmConfig {
+        entry: GuestEntry::Long64 {
+            rip: CODE,
+            cr3: PML4,
+        },
+        ..TdVmConfig::default()
+    };
+    let vm = backend.create_vm(&config).unwrap();
+    let ram = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap();
+    let mem = SharedGuestMemory::new(Arc::new(AttributeMap::new(config.gpaw)), ram).unwrap();
+    vm.set_memory(&mem).unwrap();
+    let mut vcpu = vm.create_vcpu(0, 0).unwrap();
+    for (gpa, bytes) in image_with(GUEST4, &[]) {
+        vm.add_initial_pages(gpa, &bytes, true).unwrap();
+    }
+    vm.finalize().unwrap();
+    match vcpu.run().unwrap() {
+        TdExit::IoOut { port, data } => {
+            assert_eq!(port, 0x3F8);
+            assert_eq!(data, b"A", "'A' + ACCEPT status 0");
+        }
+        other => panic!("expected the serial write, got {other:?}"),
+    }
+    match vcpu.run().unwrap() {
+        TdExit::Shutdown => {}
+        other => panic!("expected the triple fault, got {other:?}"),
+    }
+}
