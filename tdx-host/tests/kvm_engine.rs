@@ -752,3 +752,76 @@ fn the_emulated_backend_runs_guest_code_with_the_kvm_engine() {
         other => panic!("expected the triple fault, got {other:?}"),
     }
 }
+
+/// The module-side engine API, without KVM: guest TDCALLs that complete or become exits,
+/// and the S-EPT mirror API with its generation.
+#[test]
+fn guest_tdcall_and_sept_mappings_api() {
+    use tdx_host::emulated::{EngineExit, GuestTdcall};
+    let (m, module) = platform();
+    let td = TdBuilder::new(&module).max_vcpus(1).build().unwrap();
+    let vcpu = td.create_vcpu(0, 0).unwrap();
+    td.add_page(Gpa(0x1000), &[7u8; 4096], true).unwrap();
+    td.finalize().unwrap();
+    let tdr = Hpa(td.tdr());
+    let tdvpr = Hpa(td.vcpu(vcpu).unwrap().tdvpr);
+
+    let mut r = Regs {
+        rax: 1,
+        ..Regs::default()
+    };
+    assert!(matches!(m.guest_tdcall(tdvpr, &mut r), GuestTdcall::Done(s) if s.raw() == 0));
+    assert_eq!((r.rax, r.rcx, r.r9), (0, 48, 0), "TDG.VP.INFO outputs");
+
+    let mut r = Regs {
+        rax: 0,
+        rcx: 0xFC00,
+        r11: 30,
+        ..Regs::default()
+    };
+    assert_eq!(
+        m.guest_tdcall(tdvpr, &mut r),
+        GuestTdcall::Exit(EngineExit::Vmcall { mask: 0xFC00 })
+    );
+
+    let g0 = m.sept_generation(tdr).unwrap();
+    let maps = m.sept_mappings(tdr).unwrap();
+    assert_eq!(maps.generation, g0);
+    assert_eq!(maps.pages.len(), 1);
+    assert_eq!(maps.pages[0].0, 0x1000);
+    assert_eq!(maps.pages[0].2, 4096);
+
+    let mut r = Regs {
+        rax: 6,
+        rcx: LAZY,
+        ..Regs::default()
+    };
+    match m.guest_tdcall(tdvpr, &mut r) {
+        GuestTdcall::Exit(EngineExit::Async {
+            exit_reason,
+            ext_exit_qualification,
+            gpa,
+            ..
+        }) => {
+            assert_eq!((exit_reason, gpa), (48, LAZY));
+            assert_eq!(ext_exit_qualification & 0xF, 1, "ACCEPT type");
+        }
+        other => panic!("{other:?}"),
+    }
+    td.aug_page(0, Gpa(LAZY), 0).unwrap();
+    assert_ne!(m.sept_generation(tdr), Some(g0), "AUG changed the S-EPT");
+    assert_eq!(
+        m.sept_mappings(tdr).unwrap().pages.len(),
+        1,
+        "a pending page is not mapped"
+    );
+    let mut r = Regs {
+        rax: 6,
+        rcx: LAZY,
+        ..Regs::default()
+    };
+    assert!(matches!(m.guest_tdcall(tdvpr, &mut r), GuestTdcall::Done(s) if s.raw() == 0));
+    let pages = m.sept_mappings(tdr).unwrap().pages;
+    assert_eq!(pages.len(), 2, "accepted: mapped");
+    assert_eq!(pages[1].0, LAZY);
+}

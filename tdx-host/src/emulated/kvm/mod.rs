@@ -46,7 +46,20 @@
 //!   sets the vCPU's `immediate_exit` and signals the running thread with
 //!   [`KICK_SIGNAL`] (a no-op handler is installed without `SA_RESTART`).
 //!
-//! VE_INFO.GLA is the GPA (KVM does not report the linear address of an MMIO exit).
+//! # Limits and deviations
+//! * VE_INFO.GLA is the GPA (KVM does not report the linear address of an MMIO exit).
+//! * KVM's instruction emulator commits RIP before an MMIO-*write* exit; the engine finds the
+//!   store that ends at RIP by decoding backwards (`insn`), a heuristic for the common integer
+//!   store forms. An MMIO write it cannot place ends the run with a triple-fault exit.
+//! * The I/O #VE qualification has size, direction, port and the immediate-operand bit; string
+//!   and REP I/O are not distinguished.
+//! * Guest accesses to poisoned pages are not detected (the module's poison rule applies to
+//!   the scripted engine and to TDCALL operands only).
+//! * Private GPAs at or above [`memory::PRIVATE_WINDOW`] (1 TiB) are never mapped.
+//! * The S-EPT mirror re-lists the TD's mapped leaves when the S-EPT generation moved (cost
+//!   proportional to the TD's S-EPT size, then only changed pages and runs touch KVM).
+//! * An engine failure (a KVM ioctl, an unplaceable MMIO write, a TD the engine was not
+//!   configured for) is logged with `tracing::error!` and reported as a triple-fault exit.
 
 mod cpu;
 mod insn;
