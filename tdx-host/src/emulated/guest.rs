@@ -183,7 +183,10 @@ impl EngineVcpu<'_> {
 /// The seam between TDH.VP.ENTER and the thing that runs guest code. TDH.VP.ENTER makes its
 /// state checks, calls `run`, and turns the returned [`EngineExit`] into its outputs.
 pub trait ExecutionEngine: Send + Sync + std::fmt::Debug {
-    /// Runs the vCPU until its next TD exit.
+    /// Runs the vCPU until its next TD exit. Called on the thread that issued TDH.VP.ENTER,
+    /// with the module's state mutex released (the vCPU is ACTIVE; its TDVPR and TDR are held
+    /// shared), so the engine may call [`EmulatedModule::guest_tdcall`] and other module
+    /// APIs, and other threads may issue SEAMCALLs meanwhile.
     fn run(&self, vcpu: &mut EngineVcpu<'_>) -> EngineExit;
 
     /// Prepares the engine for the TD whose TDR is at `tdr` before any of its vCPUs is
