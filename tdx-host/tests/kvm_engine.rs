@@ -825,3 +825,54 @@ fn guest_tdcall_and_sept_mappings_api() {
     assert_eq!(pages.len(), 2, "accepted: mapped");
     assert_eq!(pages[1].0, LAZY);
 }
+
+/// Fifth guest: a genuine `#UD` (`ud2`); the handler's `out 0xdd, al` forward finds no
+/// TDCALL at the frame's RIP and the handler goes on to report the vector and RIP.
+const GUEST5: &[u8] = &[
+    0x0f, 0x01, 0x14, 0x25, 0x00, 0x51, 0x00, 0x00, // 00 lgdt [0x5100]
+    0x0f, 0x01, 0x1c, 0x25, 0x10, 0x51, 0x00, 0x00, // 08 lidt [0x5110]
+    0x48, 0xc7, 0xc4, 0x00, 0x80, 0x00, 0x00, //       10 mov rsp, 0x8000
+    0x0f, 0x0b, //                                     17 ud2
+    // #UD handler (0x19).
+    0xe6, 0xdd, //                   19 out 0xdd, al (#UD forward)
+    0x41, 0xbc, 0x06, 0x00, 0x00, 0x00, // 1b mov r12d, 6
+    0x4c, 0x8b, 0x2c, 0x24, //       21 mov r13, [rsp] (faulting RIP)
+    0x31, 0xc0, //                   25 xor eax, eax
+    0xb9, 0x00, 0xf0, 0x00, 0x00, // 27 mov ecx, 0xf000
+    0xe6, 0xdc, //                   2c out 0xdc, al
+    0xeb, 0xfe, //                   2e spin: jmp spin
+];
+
+#[test]
+fn a_genuine_ud_passes_through_the_forward_to_the_guest_handler() {
+    let (m, module) = platform();
+    let Some(eng) = engine(&m) else { return };
+    m.set_engine(eng.clone());
+    let td = TdBuilder::new(&module).max_vcpus(1).build().unwrap();
+    let vcpu = td.create_vcpu(0, 0).unwrap();
+    for (gpa, bytes) in image_with(GUEST5, &[(6, 0x19)]) {
+        td.add_page(Gpa(gpa), bytes.as_slice().try_into().unwrap(), true)
+            .unwrap();
+    }
+    td.finalize().unwrap();
+    eng.configure_td(
+        Hpa(td.tdr()),
+        &TdEngineConfig {
+            entry: GuestEntry::Long64 {
+                rip: CODE,
+                cr3: PML4,
+            },
+            shared: None,
+        },
+    )
+    .unwrap();
+    let tdvpr = td.vcpu(vcpu).unwrap().tdvpr;
+    let r = vp_enter(&m.lp(0).unwrap(), tdvpr, Regs::default());
+    assert_eq!(r.rax, TDCALL_EXIT, "{r:x?}");
+    assert_eq!(
+        (r.r12, r.r13),
+        (6, CODE + 0x17),
+        "#UD at the ud2, handled by the guest"
+    );
+    eng.release_td(Hpa(td.tdr()));
+}
