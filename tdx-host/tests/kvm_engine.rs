@@ -294,6 +294,21 @@ fn guest_code_runs_tdcalls_vmcalls_lazy_accept_ve_and_kick() {
     let r = vp_enter(&lp, tdvpr, Regs::default());
     kicker.join().unwrap();
     assert_eq!(r.rax, EXTERNAL_INTERRUPT, "async exit after a kick: {r:x?}");
+    // Kicks racing with entry and with KVM_RUN: every one ends exactly one VP.ENTER.
+    for i in 0..20u64 {
+        let eng2 = eng.clone();
+        let k = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(i * 250));
+            eng2.kick(Hpa(tdvpr));
+        });
+        let r = vp_enter(&lp, tdvpr, Regs::default());
+        k.join().unwrap();
+        assert_eq!(r.rax, EXTERNAL_INTERRUPT, "kick {i}: {r:x?}");
+    }
+    // A kick before the entry makes the next VP.ENTER return at once.
+    eng.kick(Hpa(tdvpr));
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(r.rax, EXTERNAL_INTERRUPT);
     m.check_invariants().unwrap();
     eng.release_td(tdr);
 }
