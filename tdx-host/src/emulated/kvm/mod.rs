@@ -44,7 +44,8 @@
 //!   [`EXIT_REASON_TRIPLE_FAULT`] (2), which the backend reports as a shutdown.
 //! * [`ExecutionEngine::kick`] from another thread → EXTERNAL_INTERRUPT (1) exit: the kicker
 //!   sets the vCPU's `immediate_exit` and signals the running thread with
-//!   [`KICK_SIGNAL`] (a no-op handler is installed without `SA_RESTART`).
+//!   [`kick_signal`] (SIGRTMIN + 4; a no-op handler is installed without `SA_RESTART`, so a
+//!   process that embeds the engine must leave that signal to it).
 //!
 //! # Limits and deviations
 //! * VE_INFO.GLA is the GPA (KVM does not report the linear address of an MMIO exit).
@@ -99,9 +100,6 @@ pub const EXIT_REASON_IO: u32 = 30;
 pub fn kick_signal() -> i32 {
     libc::SIGRTMIN() + 4
 }
-
-/// Documentation alias of [`kick_signal`].
-pub const KICK_SIGNAL: &str = "SIGRTMIN+4";
 
 const GP_VECTOR: u8 = 13;
 const DF_VECTOR: u8 = 8;
@@ -168,7 +166,7 @@ fn install_kick_handler() -> Result<(), EngineError> {
     .clone()
     .map_err(|e| {
         EngineError(format!(
-            "installing the kick signal handler ({KICK_SIGNAL}): {e}"
+            "installing the kick signal handler (SIGRTMIN+4): {e}"
         ))
     })
 }
