@@ -891,3 +891,40 @@ fn a_genuine_ud_passes_through_the_forward_to_the_guest_handler() {
     );
     eng.release_td(Hpa(td.tdr()));
 }
+
+#[test]
+fn an_instruction_fetch_from_a_hole_is_an_ept_violation() {
+    let (m, module) = platform();
+    let Some(eng) = engine(&m) else { return };
+    m.set_engine(eng.clone());
+    let td = TdBuilder::new(&module).max_vcpus(1).build().unwrap();
+    let vcpu = td.create_vcpu(0, 0).unwrap();
+    // mov eax, 0x400000 ; jmp rax
+    let code = [0xb8, 0x00, 0x00, 0x40, 0x00, 0xff, 0xe0];
+    for (gpa, bytes) in image_with(&code, &[]) {
+        td.add_page(Gpa(gpa), bytes.as_slice().try_into().unwrap(), true)
+            .unwrap();
+    }
+    td.finalize().unwrap();
+    eng.configure_td(
+        Hpa(td.tdr()),
+        &TdEngineConfig {
+            entry: GuestEntry::Long64 {
+                rip: CODE,
+                cr3: PML4,
+            },
+            shared: None,
+        },
+    )
+    .unwrap();
+    let tdvpr = td.vcpu(vcpu).unwrap().tdvpr;
+    let lp = m.lp(0).unwrap();
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!((r.rax, r.r8), (EPT_VIOLATION, LAZY), "{r:x?}");
+    assert_eq!(r.rcx & 7, 4, "qualification: instruction fetch");
+    // AUGed but not accepted: the fetch is a #VE, which the IDT-less guest cannot take.
+    td.aug_page(0, Gpa(LAZY), 0).unwrap();
+    let r = vp_enter(&lp, tdvpr, Regs::default());
+    assert_eq!(r.rax, 2, "#VE without an IDT: triple fault: {r:x?}");
+    eng.release_td(Hpa(td.tdr()));
+}

@@ -1192,8 +1192,8 @@ impl EmulatedModule {
     /// private GPA → retry (stale view); a pending one → #VE (EPT-violation exit when the TD
     /// disabled #VE for S-EPT violations), #DF if VE_INFO is still valid; any other private
     /// GPA → EPT-violation exit for the host to AUG; a shared GPA (MMIO) → #VE.
-    pub(crate) fn guest_ept_violation(&self, tdvpr: u64, gpa: u64, write: bool) -> GuestFault {
-        let qual = if write { 2 } else { 1 };
+    /// `qual` is the EPT-violation qualification of the access (1 read, 2 write, 4 fetch).
+    pub(crate) fn guest_ept_violation(&self, tdvpr: u64, gpa: u64, qual: u64) -> GuestFault {
         let mut st = self.lock();
         let Some((tdr, st)) = running(&mut st, tdvpr) else {
             return GuestFault::NotRunning;

@@ -655,7 +655,9 @@ impl Runner<'_> {
                         regs.rip = self.write_start(regs.rip, gpa)?;
                     }
                     self.set_regs(&regs)?;
-                    let f = self.m.guest_ept_violation(self.tdvpr, gpa, write);
+                    let f = self
+                        .m
+                        .guest_ept_violation(self.tdvpr, gpa, if write { 2 } else { 1 });
                     if f == GuestFault::Retry {
                         stale += 1;
                         if stale > MAX_STALE_RETRIES {
@@ -836,6 +838,21 @@ impl Runner<'_> {
         if !from_exit {
             let mem = lock(&self.td.mem);
             if !read_virt(&mem, &sregs, regs.rip, &mut insn) {
+                // No instruction bytes in guest memory: a fetch from a GPA without memory,
+                // which the module resolves like any EPT violation (qualification: fetch).
+                let gpa = (0..4u64).find_map(|k| {
+                    let va = regs.rip.wrapping_add(k);
+                    let g = translate(&mem, &sregs, va)?;
+                    (!mem.read(g, &mut [0u8])).then_some(g)
+                });
+                drop(mem);
+                if let Some(gpa) = gpa {
+                    let f = self.m.guest_ept_violation(self.tdvpr, gpa, 4);
+                    if f == GuestFault::Retry {
+                        self.sync(true)?;
+                    }
+                    return self.deliver(f);
+                }
                 insn = [0; 4];
             }
         }
