@@ -291,14 +291,16 @@ impl ExecutionEngine for KvmEngine {
             shared: config.shared.clone(),
             cpuid,
         });
-        if let Some(old) = lock(&self.tds).insert(tdr.raw(), td) {
+        let old = lock(&self.tds).insert(tdr.raw(), td);
+        if let Some(old) = old {
             lock(&old.mem).release(&old.vm);
         }
         Ok(())
     }
 
     fn release_td(&self, tdr: Hpa) {
-        if let Some(td) = lock(&self.tds).remove(&tdr.raw()) {
+        let td = lock(&self.tds).remove(&tdr.raw());
+        if let Some(td) = td {
             let mut kicks = lock(&self.kicks);
             for tdvpr in lock(&td.vcpus).keys() {
                 kicks.remove(tdvpr);
