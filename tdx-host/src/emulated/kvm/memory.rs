@@ -256,15 +256,27 @@ impl TdMemory {
             self.free_ids.push(slot.id);
         }
         let old = std::mem::take(&mut self.private);
+        // On failure `private` keeps only the pages known to be mapped (those this sync left
+        // alone); the generation is forgotten so the next sync redoes the rest.
+        let untouched = || -> BTreeMap<u64, (u64, u64)> {
+            old.iter()
+                .filter(|(g, m)| new.get(g) == Some(m))
+                .map(|(g, m)| (*g, *m))
+                .collect()
+        };
         for (&gpa, &(hpa, size)) in &old {
             if new.get(&gpa) != Some(&(hpa, size)) {
-                self.reserve(gpa, size)?;
+                if let Err(e) = self.reserve(gpa, size) {
+                    self.private = untouched();
+                    self.sept_generation = None;
+                    return Err(e);
+                }
             }
         }
         for (&gpa, &(hpa, size)) in &new {
             if old.get(&gpa) != Some(&(hpa, size)) {
                 if let Err(e) = self.map_arena(arena, gpa, hpa, size) {
-                    self.private = old;
+                    self.private = untouched();
                     self.sept_generation = None;
                     return Err(e);
                 }
