@@ -735,7 +735,7 @@ fn the_emulated_backend_runs_guest_code_with_the_kvm_engine() {
         }
     }
     let backend = EmulatedBackend::new(EmulatedBackendConfig {
-        engine: EngineChoice::custom(|m| Ok(KvmEngine::new(m)? as Arc<dyn ExecutionEngine>)),
+        engine: EngineChoice::Kvm,
         ..EmulatedBackendConfig::default()
     })
     .unwrap();

@@ -159,6 +159,10 @@ pub enum EngineChoice {
     /// The scripted engine: a test plays the guest through
     /// [`ScriptedVcpu`](crate::emulated::ScriptedVcpu).
     Scripted,
+    /// The KVM execution engine ([`crate::emulated::kvm::KvmEngine`]): TD guest code runs as
+    /// an ordinary KVM guest. Fails with [`BackendError::Unavailable`] naming the reason when
+    /// `/dev/kvm` is unusable.
+    Kvm,
     /// An engine built by the constructor, e.g.
     /// `EngineChoice::custom(|m| Ok(Arc::new(MyEngine::new(m)?)))`.
     Custom(EngineConstructor),
@@ -179,6 +183,7 @@ impl std::fmt::Debug for EngineChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             EngineChoice::Scripted => "Scripted",
+            EngineChoice::Kvm => "Kvm",
             EngineChoice::Custom(_) => "Custom(..)",
         })
     }
@@ -251,6 +256,11 @@ impl EmulatedBackend {
         })?;
         let (engine, scripted): (Arc<dyn ExecutionEngine>, bool) = match config.engine {
             EngineChoice::Scripted => (Arc::new(ScriptedEngine), true),
+            EngineChoice::Kvm => (
+                crate::emulated::kvm::KvmEngine::new(&module)
+                    .map_err(|e| BackendError::Unavailable(e.to_string()))?,
+                false,
+            ),
             EngineChoice::Custom(make) => (
                 make(&module).map_err(|e| BackendError::Unavailable(e.to_string()))?,
                 false,
