@@ -15,3 +15,4 @@
 //!   [`tdx_host::backend::TdxBackend`].
 pub mod config;
 pub mod plan;
+pub mod tdvf;
