@@ -14,6 +14,7 @@
 //!   it from `td.toml` and a payload or firmware; the exit loop runs it on any
 //!   [`tdx_host::backend::TdxBackend`].
 pub mod config;
+pub mod elf;
 pub mod hob;
 pub mod plan;
 pub mod tdvf;
