@@ -16,5 +16,7 @@
 pub mod config;
 pub mod elf;
 pub mod hob;
+pub mod image;
+pub mod measure;
 pub mod plan;
 pub mod tdvf;
