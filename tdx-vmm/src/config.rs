@@ -178,15 +178,17 @@ pub enum ConfigError {
         /// Its size.
         size: u64,
     },
-    /// Not valid TOML, an unknown or misspelt key, or a value of the wrong form (the message
-    /// has the line and column).
-    #[error("{path}: {source}")]
+    /// Not valid TOML, an unknown or misspelt key, or a value of the wrong form.
+    #[error("{path}: line {line}, column {column}: {message}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's error, with the line.
-        #[source]
-        source: Box<toml::de::Error>,
+        /// 1-based line of the offending key or value (0 when the parser gave no position).
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The parser's message (names the key or value).
+        message: String,
     },
     /// A value that parses but is not acceptable.
     #[error("{path}: `{key}`: {why}")]
@@ -391,6 +393,14 @@ struct RawConfig {
     report: Option<RawReport>,
 }
 
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
 fn resolve(base: &Path, p: PathBuf) -> PathBuf {
     if p.is_absolute() {
         p
@@ -426,9 +436,17 @@ impl TdConfig {
     /// Parses td.toml `text`; `name` is used in messages, `base` resolves relative paths.
     /// Touches no file.
     pub fn parse(text: &str, name: &Path, base: &Path) -> Result<TdConfig, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: name.to_path_buf(),
-            source: Box::new(e),
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| line_column(text, span.start))
+                .unwrap_or((0, 0));
+            ConfigError::Parse {
+                path: name.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
         })?;
         let invalid = |key: &str, why: String| ConfigError::Invalid {
             path: name.to_path_buf(),

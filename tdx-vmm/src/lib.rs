@@ -3,6 +3,7 @@
 //! The reference VMM of the TDX host crate family, as a library (the `tdx-vmm` binary is a thin
 //! CLI over it):
 //!
+//! * [`cli`]: the `tdx-vmm` command line (`launch`, `measure`, `inspect`).
 //! * [`config`]: `td.toml`, the description of one TD.
 //! * [`tdvf`]: the TDVF metadata of a firmware image (OVMF footer table, section table).
 //! * [`hob`]: the TD HOB handed to the firmware or payload in RCX.
@@ -13,6 +14,7 @@
 //!   RAM size, the initial image as measured/unmeasured regions, vCPUs, devices). Loaders build
 //!   it from `td.toml` and a payload or firmware; the exit loop runs it on any
 //!   [`tdx_host::backend::TdxBackend`].
+pub mod cli;
 pub mod config;
 pub mod elf;
 pub mod hob;
