@@ -589,3 +589,30 @@ fn real_ovmf_measure_is_stable_and_independently_reproduced() {
     );
     assert!(v["pages_measured"].as_u64().unwrap() > 0);
 }
+
+// ---- the shipped examples -----------------------------------------------------------------
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+#[test]
+fn shipped_examples_parse() {
+    use tdx_vmm::config::{Boot, TdConfig};
+    let ex = examples_dir();
+    let c = TdConfig::from_file(&ex.join("td.toml")).expect("examples/td.toml is valid");
+    assert!(matches!(c.boot, Boot::Payload(ref p) if p.ends_with("td-payload.elf")));
+    assert_eq!(c.td.attributes(), 1 << 28);
+    let c = TdConfig::from_file(&ex.join("td-ovmf.toml")).expect("examples/td-ovmf.toml");
+    assert_eq!(c.boot, Boot::Firmware(PathBuf::from(OVMF)));
+}
+
+#[test]
+fn ovmf_example_measures() {
+    if ovmf().is_none() {
+        return;
+    }
+    let v = measure_json(&examples_dir().join("td-ovmf.toml"));
+    assert_eq!(v["firmware"], OVMF);
+    assert_eq!(v["mrtd"].as_str().unwrap().len(), 96);
+}
