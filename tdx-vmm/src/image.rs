@@ -227,6 +227,9 @@ pub fn firmware_plan_with(
     let mmio_end = VIRTIO_MMIO_BASE + VIRTIO_MMIO_MAX * VIRTIO_MMIO_STRIDE;
     let mut initial = Vec::with_capacity(meta.sections.len());
     let mut hob_index = None;
+    // Bytes of sections above RAM (firmware volumes); bounded so that a hostile table of many
+    // large sections cannot make the VMM allocate gigabytes.
+    let mut above_ram = 0u64;
     for s in &meta.sections {
         let what = format!("TDVF section #{} ({})", s.index, s.section_type);
         let layout = |why: String| ImageError::Layout {
@@ -269,19 +272,25 @@ pub fn firmware_plan_with(
             // Added lazily after finalize; the guest accepts it (see the module docs).
             continue;
         }
-        // memory_data_size ≤ 2^47 and the image ≤ 64 MiB: sections outside RAM are only
-        // BFV/CFV, bounded by the file; sections inside RAM by `memory` (≤ 3 GiB).
+        // Allocation bound: sections inside RAM do not overlap (checked by the parser), so
+        // they total at most `memory` (≤ 3 GiB); those above RAM (BFV/CFV only) at most
+        // MAX_IMAGE_SIZE, checked below before anything is allocated.
         let size = usize::try_from(s.memory_data_size).map_err(|_| {
             layout(format!(
                 "MemoryDataSize {:#x} is too large",
                 s.memory_data_size
             ))
         })?;
-        if !in_ram && s.memory_data_size > tdvf::MAX_IMAGE_SIZE as u64 {
-            return Err(layout(format!(
-                "MemoryDataSize {:#x} above RAM is larger than a firmware image may be",
-                s.memory_data_size
-            )));
+        if !in_ram {
+            above_ram += s.memory_data_size;
+            if above_ram > tdvf::MAX_IMAGE_SIZE as u64 {
+                return Err(layout(format!(
+                    "MemoryDataSize {:#x} brings the sections above RAM to {above_ram:#x} bytes, \
+                     more than a firmware image may be ({:#x})",
+                    s.memory_data_size,
+                    tdvf::MAX_IMAGE_SIZE
+                )));
+            }
         }
         let mut data = vec![0u8; size];
         if let Some(raw) = s.raw_data(image) {
@@ -523,6 +532,23 @@ mod tests {
         let img = image(0x10000, &[bfv, (0, 0, 0x1000, 0x1000, 6, 0)]);
         let e = firmware_plan(&c, &img).unwrap_err().to_string();
         assert!(e.contains("td-shim"), "{e}");
+    }
+
+    #[test]
+    fn sections_above_ram_are_bounded() {
+        use crate::tdvf::tests::image;
+        // Two 48 MiB CFVs above RAM: 96 MiB, more than a firmware image may be.
+        let img = image(
+            0x10000,
+            &[
+                (0x8000, 0x8000, 0xFFFF_8000, 0x8000, 0, 1),
+                (0, 0x1000, 0x8000_0000, 0x300_0000, 1, 0),
+                (0, 0x1000, 0x9000_0000, 0x300_0000, 1, 0),
+                (0, 0, 0x1000, 0x1000, 2, 0),
+            ],
+        );
+        let e = firmware_plan(&config(""), &img).unwrap_err().to_string();
+        assert!(e.contains("#2 (CFV)") && e.contains("0x6008000"), "{e}");
     }
 
     #[test]
