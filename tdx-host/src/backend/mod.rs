@@ -29,6 +29,8 @@
 //! answered with TDH.MEM.PAGE.AUG (lazy accept), as KVM does on a guest_memfd fault.
 use std::fmt;
 
+pub mod emulated;
+
 use tdx_abi::gpa::Gpaw;
 use tdx_abi::measure::Measurement;
 use tdx_memory::attributes::PageState;
