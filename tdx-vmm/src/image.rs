@@ -328,6 +328,30 @@ pub fn firmware_plan_with(
     Ok(plan(config, GuestEntry::ResetVector, hob_gpa, initial))
 }
 
+/// The GPA ranges `(start, length)` of initial regions that lie outside guest RAM
+/// `[0, plan.memory_size)`, sorted and merged: a TDVF's firmware volumes just below 4 GiB.
+///
+/// The VMM must give the TD memory there too (QEMU's "pc.bios" block), next to RAM, before it
+/// adds the initial image: the backends add initial pages only inside the TD's memory
+/// regions. ELF payload plans have none.
+pub fn regions_outside_ram(plan: &LaunchPlan) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = plan
+        .initial
+        .iter()
+        .filter(|r| r.gpa >= plan.memory_size)
+        .map(|r| (r.gpa, r.gpa.saturating_add(r.data.len() as u64)))
+        .collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged.into_iter().map(|(s, e)| (s, e - s)).collect()
+}
+
 fn read_bounded(what: &'static str, path: &Path, max: u64) -> Result<Vec<u8>, ImageError> {
     let read_err = |source| ImageError::Read {
         what,
@@ -416,6 +440,7 @@ mod tests {
         c.boot = Boot::Payload("p".into());
         let p = payload_plan(&c, &f).unwrap();
         assert_eq!(p.vcpu_rcx, 0x8000);
+        assert!(regions_outside_ram(&p).is_empty());
         assert_eq!(
             p.vm.entry,
             GuestEntry::Long64 {
@@ -490,6 +515,11 @@ mod tests {
             ]
         );
         assert_eq!(u16::from_le_bytes([hob[56 + 240], hob[56 + 241]]), 0xFFFF);
+        // CFV [0xFFFF_0000, +0x2000) and BFV [0xFFFF_8000, +0x8000) lie above RAM.
+        assert_eq!(
+            regions_outside_ram(&p),
+            vec![(0xFFFF_0000, 0x2000), (0xFFFF_8000, 0x8000)]
+        );
     }
 
     #[test]
