@@ -264,8 +264,9 @@ pub fn parse(data: &[u8], memory_size: u64) -> Result<ElfPayload, ElfError> {
 impl ElfPayload {
     /// The initial-image regions of the segments: page-granular, zero-padded, measured.
     /// Segments sharing a page are coalesced into one region (named after all of them).
-    /// `data` must be the file the payload was parsed from.
-    pub fn regions(&self, data: &[u8]) -> Vec<InitialRegion> {
+    /// `data` must be the file the payload was parsed from; a segment whose bytes it does not
+    /// hold is refused.
+    pub fn regions(&self, data: &[u8]) -> Result<Vec<InitialRegion>, ElfError> {
         let mut regions: Vec<(u64, u64, Vec<&Segment>)> = Vec::new();
         for s in &self.segments {
             let start = s.gpa & !(PAGE - 1);
@@ -284,18 +285,33 @@ impl ElfPayload {
             .map(|(start, end, segs)| {
                 let mut bytes = vec![0u8; (end - start) as usize];
                 for s in &segs {
+                    // Inside the region by construction; the file range is checked here
+                    // against `data` rather than trusted from parse time.
                     let at = (s.gpa - start) as usize;
-                    let from = s.offset as usize;
-                    bytes[at..at + s.filesz as usize]
-                        .copy_from_slice(&data[from..from + s.filesz as usize]);
+                    let src = usize::try_from(s.offset)
+                        .ok()
+                        .and_then(|from| data.get(from..from.checked_add(s.filesz as usize)?));
+                    let (Some(src), Some(dst)) = (src, bytes.get_mut(at..at + s.filesz as usize))
+                    else {
+                        return Err(ElfError::Segment {
+                            index: s.index,
+                            why: format!(
+                                "file bytes [{:#x}, +{:#x}) are not in the {:#x} bytes given",
+                                s.offset,
+                                s.filesz,
+                                data.len()
+                            ),
+                        });
+                    };
+                    dst.copy_from_slice(src);
                 }
                 let names: Vec<String> = segs.iter().map(|s| format!("#{}", s.index)).collect();
-                InitialRegion {
+                Ok(InitialRegion {
                     gpa: start,
                     data: bytes,
                     measure: true,
                     name: format!("PT_LOAD {}", names.join("+")),
-                }
+                })
             })
             .collect()
     }
@@ -362,8 +378,10 @@ pub(crate) mod tests {
         let p = parse(&f, MEM).unwrap();
         assert_eq!(p.entry, 0x10_0010);
         assert_eq!(p.segments.len(), 3);
-        let r = p.regions(&f);
+        let r = p.regions(&f).unwrap();
         assert_eq!(r.len(), 2);
+        // Bytes other than the parsed file's are refused, not indexed out of bounds.
+        assert!(p.regions(&f[..0x2000]).is_err());
         assert_eq!(r[0].name, "PT_LOAD #0+#1");
         assert_eq!(r[0].gpa, 0x10_0000);
         assert_eq!(r[0].data.len(), 0x3000);

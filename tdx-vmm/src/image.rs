@@ -200,7 +200,7 @@ pub fn payload_plan(config: &TdConfig, data: &[u8]) -> Result<LaunchPlan, ImageE
             name: "TD HOB".to_string(),
         },
     ];
-    initial.extend(payload.regions(data));
+    initial.extend(payload.regions(data)?);
     let resources = hob::ram_resources(config.memory, &accepted(&initial));
     let list = hob::build(PAYLOAD_HOB_GPA, PAYLOAD_HOB_SIZE, &resources)?;
     initial[1].data[..list.len()].copy_from_slice(&list);
