@@ -7,11 +7,14 @@
 //! segment whose file bytes run past the file, `p_filesz > p_memsz`, `p_vaddr != p_paddr` (the
 //! payload runs identity-mapped), a segment below [`MIN_LOAD_GPA`] (1 MiB; the page tables
 //! and the TD HOB live below) or past the end of RAM, overlapping segments, and an entry
-//! point outside every executable segment.
+//! point outside every executable segment, and a dynamically linked file (`PT_INTERP`,
+//! `PT_DYNAMIC`).
 //!
 //! The rest of the contract (page tables, HOB, registers) is in [`crate::image`] and the
 //! crate README ("ELF payload contract").
-use object::elf::{FileHeader64, ELFCLASS64, ELFDATA2LSB, EM_X86_64, ET_EXEC, PF_X, PT_LOAD};
+use object::elf::{
+    FileHeader64, ELFCLASS64, ELFDATA2LSB, EM_X86_64, ET_EXEC, PF_X, PT_DYNAMIC, PT_INTERP, PT_LOAD,
+};
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::Endianness;
 
@@ -98,6 +101,15 @@ pub enum ElfError {
         /// The limit.
         max: usize,
     },
+    /// The payload is dynamically linked (PT_INTERP or PT_DYNAMIC): nothing would relocate it.
+    #[error(
+        "program header #{index} is PT_INTERP/PT_DYNAMIC: the payload is dynamically linked; \
+         link it static and non-PIE"
+    )]
+    Dynamic {
+        /// The program header index.
+        index: usize,
+    },
     /// No loadable segment.
     #[error("no PT_LOAD segment with memory: nothing to load")]
     NoSegments,
@@ -172,7 +184,11 @@ pub fn parse(data: &[u8], memory_size: u64) -> Result<ElfPayload, ElfError> {
     }
     let mut segments = Vec::with_capacity(loads);
     for (index, p) in phdrs.iter().enumerate() {
-        if p.p_type(endian) != PT_LOAD {
+        let p_type = p.p_type(endian);
+        if p_type == PT_INTERP || p_type == PT_DYNAMIC {
+            return Err(ElfError::Dynamic { index });
+        }
+        if p_type != PT_LOAD {
             continue;
         }
         let bad = |why: String| ElfError::Segment { index, why };
@@ -466,6 +482,10 @@ pub(crate) mod tests {
         assert!(e.contains("entry point"), "{e}");
         let e = err(&elf(0x10_0000, &[(4, 4, 0x1000, 0, 0x10, 0x10)], &body));
         assert!(e.contains("no PT_LOAD"), "{e}");
+        let e = one((3, 4, 0x1000, 0, 0x10, 0x10));
+        assert!(e.contains("#1") && e.contains("dynamically linked"), "{e}");
+        let e = one((2, 6, 0x1000, 0, 0x10, 0x10));
+        assert!(e.contains("dynamically linked"), "{e}");
         let many: Vec<Ph> = (0..33)
             .map(|i| (1, 5, 0x1000, 0x10_0000 + 0x1000 * i, 0x10, 0x10))
             .collect();
