@@ -616,3 +616,26 @@ fn ovmf_example_measures() {
     assert_eq!(v["firmware"], OVMF);
     assert_eq!(v["mrtd"].as_str().unwrap().len(), 96);
 }
+
+#[test]
+fn real_ovmf_truncated() {
+    let Some(img) = ovmf() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // The tail cut off: the footer table is gone.
+    let fw = write(dir.path(), "tail.fd", &img[..img.len() - 4096]);
+    fails(
+        &["inspect", s(&fw)],
+        &["tail.fd", "no OVMF GUID table footer"],
+    );
+    // The head cut off: the footer survives, but the BFV's bytes now run past the end.
+    let fw = write(dir.path(), "head.fd", &img[img.len() / 2..]);
+    fails(
+        &["inspect", s(&fw)],
+        &["head.fd", "section #0 (BFV)", "past the end"],
+    );
+    let c = toml(dir.path(), "td.toml", "firmware = \"head.fd\"\n");
+    fails(
+        &["measure", s(&c)],
+        &["head.fd", "section #0 (BFV)", "past the end"],
+    );
+}
