@@ -481,6 +481,18 @@ impl TdConfig {
                 ))
             }
         };
+        if raw.backend == BackendKind::Kvm {
+            if let Boot::Payload(p) = &boot {
+                return Err(invalid(
+                    "payload",
+                    format!(
+                        "{}: an ELF payload needs backend = \"emulated\"; TDX hardware starts \
+                         TDs only at the reset vector (use `firmware`)",
+                        p.display()
+                    ),
+                ));
+            }
+        }
         if let Some(xfam) = raw.td.xfam {
             // x87 and SSE state are architecturally required in XFAM.
             if xfam & 0x3 != 0x3 {
@@ -652,6 +664,13 @@ json = "out/report.json"
         assert!(e.contains("both"), "{e}");
         let e = err("memory = \"1G\"\n");
         assert!(e.contains("neither"), "{e}");
+    }
+
+    #[test]
+    fn kvm_needs_firmware() {
+        let e = err("backend = \"kvm\"\npayload = \"p.elf\"\n");
+        assert!(e.contains("emulated") && e.contains("p.elf"), "{e}");
+        assert!(parse("backend = \"kvm\"\nfirmware = \"f.fd\"\n").is_ok());
     }
 
     #[test]
