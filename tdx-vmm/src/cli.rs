@@ -4,15 +4,22 @@
 //! source chain and exits nonzero ([`CliError::exit_code`]).
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
+use crate::config::BackendKind;
 use crate::config::{Boot, ConfigError, TdConfig, ATTR_DEBUG, ATTR_SEPT_VE_DISABLE};
 use crate::image::{self, ImageError};
 use crate::measure::{self, PlanMeasureError};
-use crate::plan::LaunchPlan;
+use crate::plan::{LaunchPlan, ReportSink};
 use crate::tdvf::{self, TdvfError, TdvfMetadata};
+use crate::vmm::{self, LaunchOptions, VmmError};
+use tdx_host::backend::emulated::{EmulatedBackend, EmulatedBackendConfig, EngineChoice};
+use tdx_host::driver::RetryPolicy;
+use tdx_host::emulated::PlatformConfig;
 
 /// `tdx-vmm`: the reference VMM for Intel TDX Trust Domains.
 #[derive(Debug, Parser)]
@@ -77,22 +84,31 @@ pub enum CliError {
     /// Writing the output failed.
     #[error("cannot write the output")]
     Output(#[source] std::io::Error),
-    /// `launch` is not connected to the exit loop in this build.
-    #[error(
-        "launch is not wired yet: the plan for {0} was built and checked, but this build has \
-         no exit loop (tdx_vmm::vmm); use `tdx-vmm measure` meanwhile"
-    )]
-    LaunchNotWired(PathBuf),
+    /// The launch failed before or while running the TD.
+    #[error("launch of {path}")]
+    Launch {
+        /// The td.toml.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: VmmError,
+    },
+    /// The chosen backend cannot run here.
+    #[error("backend {backend}")]
+    Backend {
+        /// The backend's name.
+        backend: String,
+        /// Why.
+        #[source]
+        source: tdx_host::backend::BackendError,
+    },
 }
 
 impl CliError {
-    /// The process exit status for this error: 2 for "not available in this build", 1 for
-    /// everything else.
+    /// The process exit status for this error (1; a TD that ran and ended badly is not an
+    /// error but a status, see [`crate::vmm::ExitStatus::exit_code`]).
     pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::LaunchNotWired(_) => 2,
-            _ => 1,
-        }
+        1
     }
 }
 
@@ -109,17 +125,20 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     out
 }
 
-/// Runs `cli`, writing results to `out`.
-pub fn run(cli: Cli, out: &mut dyn std::io::Write) -> Result<(), CliError> {
+/// Runs `cli`, writing results to `out`; returns the process exit code (for `launch`, the
+/// TD's: [`crate::vmm::ExitStatus::exit_code`]).
+pub fn run(cli: Cli, out: &mut dyn std::io::Write) -> Result<u8, CliError> {
     match cli.command {
-        Command::Launch { config, json } => launch(&config, json),
+        Command::Launch { config, json } => launch(&config, json, out),
         Command::Measure { config, json } => {
             let text = measure_cmd(&config, json)?;
-            out.write_all(text.as_bytes()).map_err(CliError::Output)
+            out.write_all(text.as_bytes()).map_err(CliError::Output)?;
+            Ok(0)
         }
         Command::Inspect { firmware, json } => {
             let text = inspect_cmd(&firmware, json)?;
-            out.write_all(text.as_bytes()).map_err(CliError::Output)
+            out.write_all(text.as_bytes()).map_err(CliError::Output)?;
+            Ok(0)
         }
     }
 }
@@ -147,15 +166,86 @@ pub fn load(config_path: &Path) -> Result<(TdConfig, LaunchPlan), CliError> {
     Ok((config, plan))
 }
 
-fn launch(config_path: &Path, json: bool) -> Result<(), CliError> {
+fn launch(config_path: &Path, json: bool, out: &mut dyn std::io::Write) -> Result<u8, CliError> {
     let (config, plan) = load(config_path)?;
     tracing::info!(backend = %config.backend, regions = plan.initial.len(), json, "plan built");
-    // ---------------------------------------------------------------------------------
-    // LAUNCH WIRING POINT: the only place `launch` stops short. Replace this with
-    // `tdx_vmm::vmm::launch(backend, plan, …)` (backend chosen by `config.backend`,
-    // `json` selecting the report format) once the exit loop is merged.
-    // ---------------------------------------------------------------------------------
-    Err(CliError::LaunchNotWired(config_path.to_path_buf()))
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Err(e) = vmm::install_ctrlc(&stop) {
+        tracing::warn!(error = %e, "no Ctrl-C handler");
+    }
+    let launch_err = |source| CliError::Launch {
+        path: config_path.to_path_buf(),
+        source,
+    };
+    let outcome = match config.backend {
+        BackendKind::Emulated => {
+            // The emulated platform holds the TD's private pages, its metadata and the PAMT:
+            // guest RAM plus an eighth plus 64 MiB, rounded up to 2 MiB.
+            let platform_size =
+                (plan.memory_size + plan.memory_size / 8 + (64 << 20)).next_multiple_of(2 << 20);
+            let backend = EmulatedBackend::new(EmulatedBackendConfig {
+                platform: PlatformConfig {
+                    memory_size: platform_size,
+                    ..PlatformConfig::default()
+                },
+                engine: EngineChoice::Kvm,
+                retry: RetryPolicy::default(),
+            })
+            .map_err(|source| CliError::Backend {
+                backend: "emulated".into(),
+                source,
+            })?;
+            let quote = vmm::EmulatedQuoteProvider::random().map_err(CliError::Output)?;
+            let opts = LaunchOptions {
+                quiet: false,
+                stop,
+                quote: Some(Arc::new(quote)),
+            };
+            vmm::launch(&backend, &plan, &opts).map_err(launch_err)?
+        }
+        BackendKind::Kvm => {
+            return Err(CliError::Backend {
+                backend: "kvm".into(),
+                source: tdx_host::backend::BackendError::Unavailable(
+                    "the KVM TDX hardware backend is not part of this build".into(),
+                ),
+            })
+        }
+    };
+    let text = match (&plan.report, json) {
+        (ReportSink::JsonFile(path), _) => {
+            let v = vmm::report::to_json(
+                &outcome.status,
+                outcome.mrtd.as_ref(),
+                outcome.report.as_ref(),
+            );
+            std::fs::write(
+                path,
+                serde_json::to_string_pretty(&v).unwrap_or_default() + "\n",
+            )
+            .map_err(CliError::Output)?;
+            vmm::report::to_table(
+                &outcome.status,
+                outcome.mrtd.as_ref(),
+                outcome.report.as_ref(),
+            )
+        }
+        (ReportSink::Stdout, true) => {
+            let v = vmm::report::to_json(
+                &outcome.status,
+                outcome.mrtd.as_ref(),
+                outcome.report.as_ref(),
+            );
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+        }
+        (ReportSink::Stdout, false) => vmm::report::to_table(
+            &outcome.status,
+            outcome.mrtd.as_ref(),
+            outcome.report.as_ref(),
+        ),
+    };
+    out.write_all(text.as_bytes()).map_err(CliError::Output)?;
+    Ok(outcome.status.exit_code())
 }
 
 /// Names of the TD ATTRIBUTES bits td.toml sets.

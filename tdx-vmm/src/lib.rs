@@ -22,3 +22,4 @@ pub mod image;
 pub mod measure;
 pub mod plan;
 pub mod tdvf;
+pub mod vmm;

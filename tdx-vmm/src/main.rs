@@ -17,9 +17,10 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let mut stdout = std::io::stdout().lock();
+    // Not locked for the run: vCPU threads write the serial console to stdout meanwhile.
+    let mut stdout = std::io::stdout();
     match cli::run(cli, &mut stdout) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("tdx-vmm: {}", cli::error_chain(&e));
             ExitCode::from(e.exit_code())
