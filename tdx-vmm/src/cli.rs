@@ -49,6 +49,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The same guest work as a TD (emulated backend, KVM engine) and as a plain KVM VM in one
+    /// run; prints the ratios (see `tdx_vmm::bench`).
+    Bench {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        /// TDVMCALL / port-I/O exits per round-trip run.
+        #[arg(long, default_value_t = 2000)]
+        exits: u32,
+        /// Pages per lazy-accept / first-touch run (at most 8192).
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=8192))]
+        pages: u32,
+        /// Runs per figure (the best is kept).
+        #[arg(long, default_value_t = 3)]
+        repeats: u32,
+    },
     /// Print the TDVF section table of a firmware image.
     Inspect {
         /// The firmware image (e.g. /usr/share/ovmf/OVMF.fd).
@@ -93,6 +109,9 @@ pub enum CliError {
         #[source]
         source: VmmError,
     },
+    /// `bench` could not run.
+    #[error("bench")]
+    Bench(#[source] crate::bench::BenchError),
     /// The chosen backend cannot run here.
     #[error("backend {backend}")]
     Backend {
@@ -132,6 +151,26 @@ pub fn run(cli: Cli, out: &mut dyn std::io::Write) -> Result<u8, CliError> {
         Command::Launch { config, json } => launch(&config, json, out),
         Command::Measure { config, json } => {
             let text = measure_cmd(&config, json)?;
+            out.write_all(text.as_bytes()).map_err(CliError::Output)?;
+            Ok(0)
+        }
+        Command::Bench {
+            json,
+            exits,
+            pages,
+            repeats,
+        } => {
+            let opts = crate::bench::BenchOptions {
+                exits,
+                pages,
+                repeats,
+            };
+            let report = crate::bench::run(&opts).map_err(CliError::Bench)?;
+            let text = if json {
+                serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+            } else {
+                report.to_table()
+            };
             out.write_all(text.as_bytes()).map_err(CliError::Output)?;
             Ok(0)
         }

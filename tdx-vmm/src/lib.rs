@@ -14,6 +14,7 @@
 //!   RAM size, the initial image as measured/unmeasured regions, vCPUs, devices). Loaders build
 //!   it from `td.toml` and a payload or firmware; the exit loop runs it on any
 //!   [`tdx_host::backend::TdxBackend`].
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod elf;

@@ -16,7 +16,7 @@ use tdx_vmm::config::TdConfig;
 use tdx_vmm::vmm::{self, ExitStatus, LaunchOptions};
 
 /// Ring-0 guest code (64-bit; assembled with GNU as, bytes below): for each byte of
-/// "hello from the TD\n", TDG.VP.VMCALL<Instruction.IO> write of 1 byte to port 0x3F8
+/// "hello from the TD\n", `TDG.VP.VMCALL<Instruction.IO>` write of 1 byte to port 0x3F8
 /// (RAX 0, RCX 0xFC00 = R10..R15 exposed, R10 0, R11 30, R12 1, R13 1 = write, R14 port,
 /// R15 data) through the doorbell `out 0xdc, al`; then the same call to port 0x501 with 0
 /// (exit status) and `hlt`.
@@ -49,7 +49,7 @@ const HELLO: &[u8] = &[
     b'D', b'\n', 0,
 ];
 
-/// TDG.VP.VMCALL<ReportFatalError> (R11 0x10003, R12 error code 0x42, R13 0: no data), then
+/// `TDG.VP.VMCALL<ReportFatalError>` (R11 0x10003, R12 error code 0x42, R13 0: no data), then
 /// `hlt`.
 const FATAL: &[u8] = &[
     0x31, 0xc0, // xor eax, eax
@@ -184,4 +184,37 @@ fn cli_launch_prints_the_console_and_the_report() {
     let m: serde_json::Value = serde_json::from_slice(&measured.stdout).unwrap();
     assert!(v["mrtd_vmm"].is_string(), "{v}");
     assert_eq!(v["mrtd_vmm"], m["mrtd"], "launch MRTD vs measure: {m}");
+}
+
+#[test]
+fn bench_json_reports_every_ratio() {
+    if kvm_backend().is_none() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_tdx-vmm"))
+        .args([
+            "bench",
+            "--json",
+            "--exits",
+            "20",
+            "--pages",
+            "8",
+            "--repeats",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    for r in rows {
+        assert!(r["td_us"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["floor_us"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["ratio"].as_f64().unwrap().is_finite(), "{r}");
+    }
 }

@@ -33,7 +33,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tdx_abi::gpa::Gpa;
 use tdx_abi::leaf::{GetQuoteHeader, GetQuoteStatus, GET_QUOTE_HEADER_SIZE};
@@ -79,7 +79,7 @@ impl Default for LaunchOptions {
 pub enum ExitStatus {
     /// The guest wrote its exit status to [`EXIT_PORT`].
     Exited(u8),
-    /// TDG.VP.VMCALL<ReportFatalError>.
+    /// `TDG.VP.VMCALL<ReportFatalError>`.
     Fatal {
         /// R12.
         code: u64,
@@ -138,6 +138,19 @@ pub struct LaunchOutcome {
     pub report: Option<FinalReport>,
     /// The last quote produced.
     pub quote: Option<Vec<u8>>,
+    /// When things happened (for benchmarks).
+    pub timeline: Timeline,
+}
+
+/// Timestamps of a launch.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeline {
+    /// [`launch`] was called.
+    pub started: Instant,
+    /// The first exit of any vCPU reached the exit loop (the guest had run).
+    pub first_exit: Option<Instant>,
+    /// The TD's end was decided (exit port, fatal error, shutdown, stop, all halted).
+    pub ended: Option<Instant>,
 }
 
 /// A launch failed (as opposed to the TD ending badly, which is an [`ExitStatus`]).
@@ -199,11 +212,18 @@ struct Run<'a, V> {
     kickers: Vec<Arc<dyn VcpuKicker>>,
     done: AtomicBool,
     running: AtomicUsize,
+    first_exit: Mutex<Option<Instant>>,
+    ended: Mutex<Option<Instant>>,
 }
 
 impl<V: TdVm> Run<'_, V> {
     /// Ends the TD with `status` (the first status wins) and kicks every vCPU.
     fn finish(&self, status: ExitStatus) {
+        let now = Instant::now();
+        self.ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(now);
         {
             let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
             if s.is_none() {
@@ -351,7 +371,13 @@ fn vcpu_loop<V: TdVm>(run: &Run<'_, V>, mut vcpu: V::Vcpu) {
             break;
         }
         let exit = match vcpu.run() {
-            Ok(e) => e,
+            Ok(e) => {
+                run.first_exit
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert_with(Instant::now);
+                e
+            }
             Err(source) => {
                 run.fail(VmmError::Backend {
                     step: format!("vCPU {index} run"),
@@ -450,6 +476,7 @@ pub fn launch<B: TdxBackend>(
     plan: &LaunchPlan,
     opts: &LaunchOptions,
 ) -> Result<LaunchOutcome, VmmError> {
+    let started = Instant::now();
     if plan.vcpus == 0 || plan.vcpus > u32::from(plan.vm.max_vcpus) {
         return Err(VmmError::Plan(format!(
             "{} vCPUs with max_vcpus {}",
@@ -558,6 +585,8 @@ pub fn launch<B: TdxBackend>(
         kickers,
         done: AtomicBool::new(false),
         running: AtomicUsize::new(vcpus.len()),
+        first_exit: Mutex::new(None),
+        ended: Mutex::new(None),
     };
     std::thread::scope(|s| {
         let run = &run;
@@ -592,5 +621,13 @@ pub fn launch<B: TdxBackend>(
         console: run.console.into_inner().unwrap_or_else(|e| e.into_inner()),
         report: run.report.into_inner().unwrap_or_else(|e| e.into_inner()),
         quote: run.quote.into_inner().unwrap_or_else(|e| e.into_inner()),
+        timeline: Timeline {
+            started,
+            first_exit: run
+                .first_exit
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner()),
+            ended: run.ended.into_inner().unwrap_or_else(|e| e.into_inner()),
+        },
     })
 }

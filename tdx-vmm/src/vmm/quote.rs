@@ -1,4 +1,4 @@
-//! Quote providers for TDG.VP.VMCALL<GetQuote>.
+//! Quote providers for `TDG.VP.VMCALL<GetQuote>`.
 //!
 //! * [`EmulatedQuoteProvider`]: for the emulated backend. The "quote" is a documented,
 //!   quote-*shaped* blob — **not** an Intel TDX quote, and no verifier should accept it:

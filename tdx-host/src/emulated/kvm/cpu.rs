@@ -48,7 +48,7 @@ fn seg_from_ar(selector: u16, base: u64, limit: u32, ar: u32) -> kvm_segment {
 ///   of the VMCS value is the host's and hidden from the guest), EFER 0x901 (SCE | LME | NXE,
 ///   paging off so LMA stays 0).
 /// * [`GuestEntry::Long64`]: see [`super::KvmEngine`].
-pub(super) fn apply_entry(entry: &GuestEntry, sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
+pub fn apply_entry(entry: &GuestEntry, sregs: &mut kvm_sregs, regs: &mut kvm_regs) {
     regs.rflags = 2;
     sregs.ldt = seg_from_ar(0, 0, 0xFFFF, 0x1_0082);
     sregs.tr = seg_from_ar(0, 0, 0xFFFF, 0x8B);

@@ -66,7 +66,7 @@ mod cpu;
 mod insn;
 pub mod memory;
 
-pub use cpu::{LONG64_CR0, LONG64_CR4, LONG64_CS, LONG64_DS, LONG64_EFER, RESET_RIP};
+pub use cpu::{apply_entry, LONG64_CR0, LONG64_CR4, LONG64_CS, LONG64_DS, LONG64_EFER, RESET_RIP};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, Ordering};
