@@ -243,12 +243,23 @@ fn launch(config_path: &Path, json: bool, out: &mut dyn std::io::Write) -> Resul
             vmm::launch(&backend, &plan, &opts).map_err(launch_err)?
         }
         BackendKind::Kvm => {
-            return Err(CliError::Backend {
-                backend: "kvm".into(),
-                source: tdx_host::backend::BackendError::Unavailable(
-                    "the KVM TDX hardware backend is not part of this build".into(),
-                ),
-            })
+            let backend = tdx_host::backend::kvm::KvmTdxBackend::open().map_err(|source| {
+                CliError::Backend {
+                    backend: "kvm".into(),
+                    source,
+                }
+            })?;
+            // GetQuote goes to a quote-generation service when TDX_VMM_QGS_SOCKET names one.
+            let quote = std::env::var_os("TDX_VMM_QGS_SOCKET").map(|p| {
+                Arc::new(vmm::UnixSocketQuoteProvider::new(PathBuf::from(p)))
+                    as Arc<dyn vmm::QuoteProvider>
+            });
+            let opts = LaunchOptions {
+                quiet: false,
+                stop,
+                quote,
+            };
+            vmm::launch(&backend, &plan, &opts).map_err(launch_err)?
         }
     };
     let text = match (&plan.report, json) {

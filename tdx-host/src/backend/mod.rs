@@ -30,6 +30,7 @@
 use std::fmt;
 
 pub mod emulated;
+pub mod kvm;
 
 use tdx_abi::gpa::Gpaw;
 use tdx_abi::measure::Measurement;

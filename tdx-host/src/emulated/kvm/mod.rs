@@ -147,7 +147,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 extern "C" fn noop_handler(_: libc::c_int) {}
 
-fn install_kick_handler() -> Result<(), EngineError> {
+pub(crate) fn install_kick_handler() -> Result<(), EngineError> {
     static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; we install a
