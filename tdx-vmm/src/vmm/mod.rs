@@ -30,7 +30,7 @@ pub mod quote;
 pub mod report;
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -194,6 +194,11 @@ pub fn install_ctrlc(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(stop))?;
     Ok(())
 }
+
+/// Measured bytes above which `launch` shows a progress bar (on a terminal).
+const PROGRESS_THRESHOLD: u64 = 64 << 20;
+/// Initial pages are added in chunks of this many bytes.
+const PROGRESS_CHUNK: usize = 2 << 20;
 
 type BlkTransport = MmioTransport<BlkDevice<RawFile>, SharedGuestMemory, NoInterrupt>;
 
@@ -531,14 +536,45 @@ pub fn launch<B: TdxBackend>(
                 .map_err(backend_err(format!("vCPU {i}")))?,
         );
     }
+    // A progress bar on a terminal when much measured memory is added (chunks of 2 MiB keep
+    // the per-page order, hence MRTD, unchanged).
+    let measured: u64 = plan
+        .initial
+        .iter()
+        .filter(|r| r.measure)
+        .map(|r| r.data.len() as u64)
+        .sum();
+    let bar = (measured > PROGRESS_THRESHOLD && std::io::stderr().is_terminal()).then(|| {
+        let total: u64 = plan.initial.iter().map(|r| r.data.len() as u64).sum();
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "adding initial pages {bar:40} {binary_bytes}/{binary_total_bytes}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
     for r in &plan.initial {
-        vm.add_initial_pages(r.gpa, &r.data, r.measure)
-            .map_err(backend_err(format!(
+        let step = |off: usize| {
+            backend_err(format!(
                 "initial pages {} at {:#x}+{:#x}",
                 r.name,
-                r.gpa,
+                r.gpa + off as u64,
                 r.data.len()
-            )))?;
+            ))
+        };
+        for (i, chunk) in r.data.chunks(PROGRESS_CHUNK).enumerate() {
+            let off = i * PROGRESS_CHUNK;
+            vm.add_initial_pages(r.gpa + off as u64, chunk, r.measure)
+                .map_err(step(off))?;
+            if let Some(b) = &bar {
+                b.inc(chunk.len() as u64);
+            }
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     let mrtd = vm.finalize().map_err(backend_err("finalize"))?;
     if let Some(m) = &mrtd {
