@@ -207,6 +207,45 @@ fn mapgpa_report_and_getquote_round_trip_through_shared_memory() {
 }
 
 #[test]
+fn virtio_blk_read_through_shared_bounce_buffers() {
+    let Some(backend) = kvm_backend() else { return };
+    let Some(code) = support::assemble("virtio_blk", include_str!("guests/virtio_blk.s")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Code, then the PDPT and PD pages that map the shared alias (as in the GetQuote test).
+    let mut body = vec![0u8; 5 * 4096];
+    body[..code.len()].copy_from_slice(&code);
+    body[0x3000..0x3008].copy_from_slice(&(0x10_4000u64 | 7).to_le_bytes());
+    body[0x4008..0x4010].copy_from_slice(&(0x8000_0020_0000u64 | 0x87).to_le_bytes());
+    let elf = support::elf(
+        2,
+        0x10_0000,
+        &[(7, 0x1000, 0x10_0000, 0x5000, 0x5000)],
+        &body,
+    );
+    std::fs::write(dir.path().join("payload.elf"), elf).unwrap();
+    let mut disk = b"TDX virtio-blk!\n".to_vec();
+    disk.resize(64 * 1024, 0xEE);
+    std::fs::write(dir.path().join("disk.img"), &disk).unwrap();
+    let toml = dir.path().join("td.toml");
+    std::fs::write(
+        &toml,
+        "memory = \"16M\"\npayload = \"payload.elf\"\n[[disk]]\npath = \"disk.img\"\n",
+    )
+    .unwrap();
+    let plan = tdx_vmm::image::build_plan(&TdConfig::from_file(&toml).unwrap()).unwrap();
+    let out = vmm::launch(&backend, &plan, &opts()).expect("launch");
+    assert_eq!(
+        out.status,
+        ExitStatus::Exited(0),
+        "console {:?}",
+        String::from_utf8_lossy(&out.console)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.console), "TDX virtio-blk!\n");
+}
+
+#[test]
 fn guest_fatal_error_ends_the_td_with_its_code() {
     let Some(backend) = kvm_backend() else { return };
     let dir = tempfile::tempdir().unwrap();

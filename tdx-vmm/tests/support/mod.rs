@@ -30,3 +30,29 @@ pub fn elf(class: u8, entry: u64, phdrs: &[(u32, u64, u64, u64, u64)], body: &[u
     f.extend_from_slice(body);
     f
 }
+
+/// Assembles the GNU as (Intel syntax, 64-bit) source `src` into flat machine code, or `None`
+/// (after a loud SKIPPED line) when binutils is not installed.
+pub fn assemble(name: &str, src: &str) -> Option<Vec<u8>> {
+    let dir = std::env::temp_dir().join(format!("tdx-vmm-asm-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let s = dir.join("g.s");
+    let o = dir.join("g.o");
+    let bin = dir.join("g.bin");
+    std::fs::write(&s, src).ok()?;
+    let ok = |c: &mut std::process::Command| c.status().is_ok_and(|st| st.success());
+    if !ok(std::process::Command::new("as").arg(&s).arg("-o").arg(&o)) {
+        eprintln!("SKIPPED: GNU as is not available to assemble the {name} guest");
+        return None;
+    }
+    assert!(
+        ok(std::process::Command::new("objcopy")
+            .args(["-O", "binary"])
+            .arg(&o)
+            .arg(&bin)),
+        "objcopy failed on the {name} guest"
+    );
+    let code = std::fs::read(&bin).ok();
+    let _ = std::fs::remove_dir_all(&dir);
+    code
+}
