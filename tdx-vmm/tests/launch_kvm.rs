@@ -333,7 +333,7 @@ fn bench_json_reports_every_ratio() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 5);
+    assert_eq!(rows.len(), 7);
     for r in rows {
         assert!(r["td_us"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["floor_us"].as_f64().unwrap() > 0.0, "{r}");
