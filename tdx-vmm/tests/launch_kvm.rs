@@ -245,6 +245,85 @@ fn virtio_blk_read_through_shared_bounce_buffers() {
     assert_eq!(String::from_utf8_lossy(&out.console), "TDX virtio-blk!\n");
 }
 
+/// Kills qemu-storage-daemon and removes its directory when dropped.
+struct Daemon(std::process::Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn vhost_user_blk_disk_served_by_qemu_storage_daemon() {
+    const QSD: &str = "/usr/bin/qemu-storage-daemon";
+    if !Path::new(QSD).exists() {
+        eprintln!("SKIPPED: {QSD} not found (Debian's qemu-utils); vhost-user-blk launch not run");
+        return;
+    }
+    let Some(backend) = kvm_backend() else { return };
+    let Some(code) = support::assemble("virtio_blk_vu", include_str!("guests/virtio_blk.s")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut disk = b"served by qsd!!\n".to_vec();
+    disk.resize(64 * 1024, 0x11);
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, &disk).unwrap();
+    let sock = dir.path().join("vhost.sock");
+    let child = Command::new(QSD)
+        .arg("--blockdev")
+        .arg(format!(
+            "driver=file,node-name=f,filename={}",
+            img.display()
+        ))
+        .arg("--export")
+        .arg(format!(
+            "type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path={}",
+            sock.display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn qemu-storage-daemon");
+    let _daemon = Daemon(child);
+    for _ in 0..500 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut body = vec![0u8; 5 * 4096];
+    body[..code.len()].copy_from_slice(&code);
+    body[0x3000..0x3008].copy_from_slice(&(0x10_4000u64 | 7).to_le_bytes());
+    body[0x4008..0x4010].copy_from_slice(&(0x8000_0020_0000u64 | 0x87).to_le_bytes());
+    let elf = support::elf(
+        2,
+        0x10_0000,
+        &[(7, 0x1000, 0x10_0000, 0x5000, 0x5000)],
+        &body,
+    );
+    std::fs::write(dir.path().join("payload.elf"), elf).unwrap();
+    let toml = dir.path().join("td.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "memory = \"16M\"\npayload = \"payload.elf\"\n[[vhost_user_blk]]\nsocket = {:?}\n",
+            sock.display().to_string()
+        ),
+    )
+    .unwrap();
+    let plan = tdx_vmm::image::build_plan(&TdConfig::from_file(&toml).unwrap()).unwrap();
+    let out = vmm::launch(&backend, &plan, &opts()).expect("launch");
+    assert_eq!(
+        out.status,
+        ExitStatus::Exited(0),
+        "console {:?}",
+        String::from_utf8_lossy(&out.console)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.console), "served by qsd!!\n");
+}
+
 #[test]
 fn guest_fatal_error_ends_the_td_with_its_code() {
     let Some(backend) = kvm_backend() else { return };
