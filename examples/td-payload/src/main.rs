@@ -14,6 +14,7 @@
 #![no_std]
 #![no_main]
 
+mod blk;
 mod gate;
 mod mem;
 mod start;
@@ -281,6 +282,43 @@ pub extern "C" fn body_entry(cpu: u64, hob: u64, gpaw: u64) -> ! {
     let quote_status = unsafe { core::ptr::read_volatile(alias(POOL).add(8) as *const u64) };
     println!("td-payload: GetQuote status {quote_status:#x}");
 
+    // virtio-blk through the bounce pool (queue at pool + 32 KiB, data at pool + 36 KiB).
+    let blk_result = match blk::Blk::init(shared_bit, POOL + 0x8000, alias(POOL + 0x8000)) {
+        None => "none",
+        Some(mut dev) => {
+            let mut sector = [0u8; 512];
+            match dev.request(false, 0, &mut sector) {
+                Some(0) => {}
+                _ => fatal("virtio-blk read of sector 0"),
+            }
+            let text: &[u8] = &sector[..32];
+            let end = text.iter().position(|&b| b == 0 || b == b'\n').unwrap_or(32);
+            println!(
+                "td-payload: virtio-blk sector 0: {:?}",
+                core::str::from_utf8(&text[..end]).unwrap_or("<binary>")
+            );
+            if dev.read_only {
+                "read-only"
+            } else {
+                let mut pattern = [0u8; 512];
+                for (i, b) in pattern.iter_mut().enumerate() {
+                    *b = (i as u8) ^ 0xA5;
+                }
+                let mut back = pattern;
+                match dev.request(true, 1, &mut back) {
+                    Some(0) => {}
+                    _ => fatal("virtio-blk write of sector 1"),
+                }
+                back = [0; 512];
+                match dev.request(false, 1, &mut back) {
+                    Some(0) if back == pattern => "ok",
+                    _ => fatal("virtio-blk read back of sector 1"),
+                }
+            }
+        }
+    };
+    println!("td-payload: virtio-blk: {blk_result}");
+
     // Private → shared → private for one accepted page.
     let rt = ROUND_TRIP as *mut u64;
     // SAFETY: ROUND_TRIP is an accepted private page (identity mapped) of the accepted range,
@@ -325,7 +363,7 @@ pub extern "C" fn body_entry(cpu: u64, hob: u64, gpaw: u64) -> ! {
     }
     let aps = APS_UP.load(Ordering::SeqCst);
     println!(
-        "td-payload: result accepted={accepted} ve={ve} gp={gp} roundtrip={} vcpus={} rtmr2={} reportdata={}",
+        "td-payload: result accepted={accepted} ve={ve} gp={gp} roundtrip={} blk={blk_result} vcpus={} rtmr2={} reportdata={}",
         if round_trip_ok { "ok" } else { "bad" },
         aps + 1,
         hex(&rtmr2),
