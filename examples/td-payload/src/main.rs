@@ -292,7 +292,10 @@ pub extern "C" fn body_entry(cpu: u64, hob: u64, gpaw: u64) -> ! {
                 _ => fatal("virtio-blk read of sector 0"),
             }
             let text: &[u8] = &sector[..32];
-            let end = text.iter().position(|&b| b == 0 || b == b'\n').unwrap_or(32);
+            let end = text
+                .iter()
+                .position(|&b| b == 0 || b == b'\n')
+                .unwrap_or(32);
             println!(
                 "td-payload: virtio-blk sector 0: {:?}",
                 core::str::from_utf8(&text[..end]).unwrap_or("<binary>")
