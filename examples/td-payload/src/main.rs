@@ -346,11 +346,23 @@ pub extern "C" fn body_entry(cpu: u64, hob: u64, gpaw: u64) -> ! {
     println!("td-payload: private->shared->private round trip reads zero: {round_trip_ok}");
 
     // A #VE: touch an unaccepted page; the host AUGs it, the access finds it PENDING, the #VE
-    // handler accepts it and the load is retried.
-    // SAFETY: VE_PAGE is guest RAM listed as unaccepted; the #VE handler makes it accessible.
-    let ve_value = unsafe { core::ptr::read_volatile(VE_PAGE as *const u64) };
+    // handler accepts it and the load is retried. With SEPT_VE_DISABLE the module would exit
+    // to the host instead of raising #VE, so the step is skipped.
+    let ve_enabled = !info
+        .attributes
+        .contains(tdx_abi::attributes::TdAttributes::SEPT_VE_DISABLE);
+    if ve_enabled {
+        // SAFETY: VE_PAGE is guest RAM listed as unaccepted; the #VE handler makes it
+        // accessible.
+        let ve_value = unsafe { core::ptr::read_volatile(VE_PAGE as *const u64) };
+        println!(
+            "td-payload: #VE handled: {} (page read {ve_value:#x})",
+            VE_COUNT.load(Ordering::SeqCst)
+        );
+    } else {
+        println!("td-payload: SEPT_VE_DISABLE is set: #VE step skipped");
+    }
     let ve = VE_COUNT.load(Ordering::SeqCst);
-    println!("td-payload: #VE handled: {ve} (page read {ve_value:#x})");
 
     // TDCALL from ring 3 is refused with #GP.
     ring3_tdcall();
@@ -372,7 +384,8 @@ pub extern "C" fn body_entry(cpu: u64, hob: u64, gpaw: u64) -> ! {
         hex(&rtmr2),
         hex(&digest)
     );
-    let ok = round_trip_ok && ve >= 1 && gp == 1 && aps == others && quote_status == 0;
+    let ok =
+        round_trip_ok && (ve >= 1 || !ve_enabled) && gp == 1 && aps == others && quote_status == 0;
     let _ = tdvmcall::tdvmcall_io_write(&Gate, 0x501, 1, u32::from(!ok));
     loop {
         core::hint::spin_loop();

@@ -168,7 +168,7 @@ pub enum VmmError {
         why: String,
     },
     /// A backend step failed.
-    #[error("{step}: {source}")]
+    #[error("{step}")]
     Backend {
         /// The step ("create_vm", "vCPU 1", "initial pages at 0x100000", …).
         step: String,
