@@ -419,3 +419,38 @@ fn bench_json_reports_every_ratio() {
         assert!(r["ratio"].as_f64().unwrap().is_finite(), "{r}");
     }
 }
+
+#[test]
+fn kvm_backend_without_tdx_refuses_with_a_reason() {
+    const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+    if !Path::new(OVMF).exists() {
+        eprintln!("SKIPPED: {OVMF} not found (Debian's ovmf); the kvm-backend refusal not run");
+        return;
+    }
+    if tdx_host::backend::kvm::KvmTdxBackend::open().is_ok() {
+        eprintln!("SKIPPED: this host runs TDs; the refusal path cannot be shown here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("td.toml");
+    std::fs::write(
+        &toml,
+        format!("backend = \"kvm\"\nmemory = \"128M\"\nfirmware = \"{OVMF}\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tdx-vmm"))
+        .arg("launch")
+        .arg(&toml)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("tdx-vmm: backend kvm: TDX unavailable"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("KVM_X86_TDX_VM (5)") || stderr.contains("cannot open"),
+        "{stderr}"
+    );
+}
