@@ -90,6 +90,23 @@ const QUOTE: &[u8] = &[
     0xbd, 0x01, 0x00, 0x00, 0x00, 0x41, 0xbe, 0x01, 0x05, 0x00, 0x00, 0xe6, 0xdc, 0xf4,
 ];
 
+/// A 5-page RWX payload at 1 MiB: `code`, then (after `fill` adds its data) the PDPT at
+/// 0x103000 and the PD at 0x104000 whose 2 MiB entry maps the shared alias of GPA 0x200000
+/// (GPA 0x8000_0020_0000), for guests that reach shared memory at VA 0xffff_8000_0020_0000.
+fn alias_payload(code: &[u8], fill: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    let mut body = vec![0u8; 5 * 4096];
+    body[..code.len()].copy_from_slice(code);
+    fill(&mut body);
+    body[0x3000..0x3008].copy_from_slice(&(0x10_4000u64 | 7).to_le_bytes());
+    body[0x4008..0x4010].copy_from_slice(&(0x8000_0020_0000u64 | 0x87).to_le_bytes());
+    support::elf(
+        2,
+        0x10_0000,
+        &[(7, 0x1000, 0x10_0000, 0x5000, 0x5000)],
+        &body,
+    )
+}
+
 /// `jmp $`: runs until the host stops it.
 const SPIN: &[u8] = &[0xeb, 0xfe];
 
@@ -156,18 +173,10 @@ fn mapgpa_report_and_getquote_round_trip_through_shared_memory() {
     let Some(backend) = kvm_backend() else { return };
     let dir = tempfile::tempdir().unwrap();
     // Code, report page, REPORTDATA page, PDPT, PD.
-    let mut body = vec![0u8; 5 * 4096];
-    body[..QUOTE.len()].copy_from_slice(QUOTE);
-    body[0x2000..0x2040].fill(0x5A);
-    body[0x2040..0x2070].fill(0xA5);
-    body[0x3000..0x3008].copy_from_slice(&(0x10_4000u64 | 7).to_le_bytes());
-    body[0x4008..0x4010].copy_from_slice(&(0x8000_0020_0000u64 | 0x87).to_le_bytes());
-    let elf = support::elf(
-        2,
-        0x10_0000,
-        &[(7, 0x1000, 0x10_0000, 0x5000, 0x5000)],
-        &body,
-    );
+    let elf = alias_payload(QUOTE, |body| {
+        body[0x2000..0x2040].fill(0x5A);
+        body[0x2040..0x2070].fill(0xA5);
+    });
     std::fs::write(dir.path().join("payload.elf"), elf).unwrap();
     let toml = dir.path().join("td.toml");
     std::fs::write(&toml, "memory = \"16M\"\npayload = \"payload.elf\"\n").unwrap();
@@ -214,16 +223,7 @@ fn virtio_blk_read_through_shared_bounce_buffers() {
     };
     let dir = tempfile::tempdir().unwrap();
     // Code, then the PDPT and PD pages that map the shared alias (as in the GetQuote test).
-    let mut body = vec![0u8; 5 * 4096];
-    body[..code.len()].copy_from_slice(&code);
-    body[0x3000..0x3008].copy_from_slice(&(0x10_4000u64 | 7).to_le_bytes());
-    body[0x4008..0x4010].copy_from_slice(&(0x8000_0020_0000u64 | 0x87).to_le_bytes());
-    let elf = support::elf(
-        2,
-        0x10_0000,
-        &[(7, 0x1000, 0x10_0000, 0x5000, 0x5000)],
-        &body,
-    );
+    let elf = alias_payload(&code, |_| {});
     std::fs::write(dir.path().join("payload.elf"), elf).unwrap();
     let mut disk = b"TDX virtio-blk!\n".to_vec();
     disk.resize(64 * 1024, 0xEE);
@@ -293,16 +293,7 @@ fn vhost_user_blk_disk_served_by_qemu_storage_daemon() {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let mut body = vec![0u8; 5 * 4096];
-    body[..code.len()].copy_from_slice(&code);
-    body[0x3000..0x3008].copy_from_slice(&(0x10_4000u64 | 7).to_le_bytes());
-    body[0x4008..0x4010].copy_from_slice(&(0x8000_0020_0000u64 | 0x87).to_le_bytes());
-    let elf = support::elf(
-        2,
-        0x10_0000,
-        &[(7, 0x1000, 0x10_0000, 0x5000, 0x5000)],
-        &body,
-    );
+    let elf = alias_payload(&code, |_| {});
     std::fs::write(dir.path().join("payload.elf"), elf).unwrap();
     let toml = dir.path().join("td.toml");
     std::fs::write(
