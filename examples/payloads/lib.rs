@@ -8,7 +8,7 @@
 /// The payload's ELF image.
 pub const TD_PAYLOAD_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/td-payload.elf"));
 
-/// The message the payload extends into RTMR[2] (as SHA-384) and puts in REPORTDATA.
+/// The message the payload extends into RTMR 2 (as SHA-384) and puts in REPORTDATA.
 pub const TD_PAYLOAD_MESSAGE: &[u8] = b"tdx-host example TD payload";
 
 #[cfg(test)]
