@@ -574,8 +574,14 @@ fn shipped_examples_parse() {
     use tdx_vmm::config::{Boot, TdConfig};
     let ex = examples_dir();
     let c = TdConfig::from_file(&ex.join("td.toml")).expect("examples/td.toml is valid");
-    assert!(matches!(c.boot, Boot::Payload(ref p) if p.ends_with("td-payload.elf")));
-    assert_eq!(c.td.attributes(), 1 << 28);
+    assert!(
+        matches!(c.boot, Boot::Payload(ref p) if p.as_os_str() == tdx_vmm::config::BUILTIN_PAYLOAD)
+    );
+    // The example payload takes a #VE: SEPT_VE_DISABLE is off.
+    assert_eq!(c.td.attributes(), 0);
+    assert_eq!(c.vcpus, 2);
+    assert_eq!(c.disks.len(), 1);
+    assert!(c.disks[0].read_only);
     let c = TdConfig::from_file(&ex.join("td-ovmf.toml")).expect("examples/td-ovmf.toml");
     assert_eq!(c.boot, Boot::Firmware(PathBuf::from(OVMF)));
 }
