@@ -26,7 +26,9 @@ case "$mode" in
         for t in $targets; do
             echo "fuzz: $t for ${secs}s"
             mkdir -p "corpus/$t"
-            cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 2>&1 | tail -n 3
+            # seeds/<target>/ (committed) holds starting inputs for targets that need structure.
+            seeds=""; [ -d "seeds/$t" ] && seeds="seeds/$t"
+            cargo +nightly fuzz run "$t" "corpus/$t" $seeds -- -max_total_time="$secs" -rss_limit_mb=2048 2>&1 | tail -n 3
         done
         ;;
     *) echo "usage: scripts/fuzz.sh smoke|run [SECONDS]|list" >&2; exit 2 ;;

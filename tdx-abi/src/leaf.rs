@@ -8,64 +8,7 @@
 use core::fmt;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// Defines an open newtype over an integer with named associated constants.
-macro_rules! open_enum {
-    (
-        $(#[$meta:meta])*
-        $name:ident($ty:ty), unknown = $unknown:literal;
-        $( $(#[$cmeta:meta])* $const:ident = $value:expr => $text:literal ),* $(,)?
-    ) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        #[repr(transparent)]
-        pub struct $name($ty);
-
-        impl $name {
-            $( $(#[$cmeta])* pub const $const: $name = $name($value); )*
-
-            /// Wraps a raw value (known or not).
-            pub const fn from_raw(v: $ty) -> Self {
-                $name(v)
-            }
-
-            /// The raw value.
-            pub const fn raw(self) -> $ty {
-                self.0
-            }
-
-            /// The specification's name, if this value is known.
-            pub const fn name(self) -> Option<&'static str> {
-                match self.0 {
-                    $( v if v == $value => Some($text), )*
-                    _ => None,
-                }
-            }
-
-            /// Every named value, in definition order.
-            pub const ALL: &'static [$name] = &[$($name($value)),*];
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self.name() {
-                    Some(n) => f.write_str(n),
-                    None => write!(f, concat!($unknown, " {:#x}"), self.0),
-                }
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, concat!(stringify!($name), "({:#x}", ")"), self.0)?;
-                if let Some(n) = self.name() {
-                    write!(f, " {n}")?;
-                }
-                Ok(())
-            }
-        }
-    };
-}
-pub(crate) use open_enum;
+use crate::open_enum::open_enum;
 
 open_enum! {
     /// A host-side SEAMCALL leaf number (`TDH.*`, bits 15:0 of RAX), TDX module 1.5.

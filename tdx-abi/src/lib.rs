@@ -34,6 +34,7 @@ pub mod gpa;
 pub mod leaf;
 pub mod measure;
 pub mod metadata;
+mod open_enum;
 pub mod phys;
 pub mod report;
 pub mod sept;

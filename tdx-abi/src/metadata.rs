@@ -6,17 +6,25 @@
 //! WRITE_MASK_VALID and CONTEXT_CODE; the constants here nevertheless carry the full IDs of
 //! the module's field tables.
 //!
-//! ## SYS.RDALL list format (ASSUMPTION, UNCONFIRMED)
-//! An 8-byte header {u16 list size in bytes including the header, u16 number of sequences,
-//! u32 reserved}, then for each sequence a u64 field-ID header followed by
-//! `(LAST_FIELD_IN_SEQUENCE + 1) * (LAST_ELEMENT_IN_FIELD + 1)` elements packed at the
-//! element size; element `k` of a sequence has field code `FIELD_CODE + k`. This is this
-//! crate's reading, not checked against the module source (`metadata_generic.c`); the parser
-//! and the writer agree with each other and the parser never reads outside the buffer.
+//! ## Metadata list format (TDH.SYS.RDALL output)
+//! Checked against the module's `md_dump_list`/`md_dump_sequence`/`md_write_sequence`
+//! (`metadata_generic.c`, 1.5 source):
+//! * an 8-byte list header {u16 list size in bytes **including** the header, u16 number of
+//!   sequences, u32 reserved};
+//! * per sequence, a u64 sequence header (a field ID whose LAST_ELEMENT_IN_FIELD and
+//!   LAST_FIELD_IN_SEQUENCE give the shape, CONTEXT_CODE the context, WRITE_MASK_VALID 0 in
+//!   read lists), followed by `(LAST_FIELD_IN_SEQUENCE + 1) * (LAST_ELEMENT_IN_FIELD + 1)`
+//!   elements, **each in a full u64 slot** whatever the element size code says;
+//! * element `k` of a sequence has field code `FIELD_CODE + k * (INC_SIZE + 1)` (the fields of
+//!   a sequence are consecutive in the module's tables, so the stride runs across fields);
+//! * in write lists (TDH.MNG.WR-style imports) a sequence with WRITE_MASK_VALID carries one
+//!   extra u64 write mask before each field's elements; this crate writes read lists only.
+//!
+//! The parser never reads outside the buffer.
 
 use core::fmt;
 
-use crate::state::open_enum;
+use crate::open_enum::open_enum;
 
 /// Size of a metadata element.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -250,9 +258,14 @@ impl MetadataFieldId {
         (self.last_field_in_sequence() as usize + 1) * (self.last_element_in_field() as usize + 1)
     }
 
-    /// The ID of element `k` of a field: FIELD_CODE + `k`, or `None` if it overflows 24 bits.
+    /// The ID of element `k` counted from this one: FIELD_CODE + `k` × (INC_SIZE + 1), or
+    /// `None` if it overflows 24 bits.
     pub const fn element(self, k: u32) -> Option<Self> {
-        match self.field_code().checked_add(k) {
+        let stride = if self.inc_size() { 2 } else { 1 };
+        let Some(step) = k.checked_mul(stride) else {
+            return None;
+        };
+        match self.field_code().checked_add(step) {
             Some(c) if c as u64 <= Self::FIELD_CODE_MASK => Some(self.with_field_code(c)),
             _ => None,
         }
@@ -427,24 +440,24 @@ pub mod td {
     pub const ATTRIBUTES: MetadataFieldId = id(0x1110_0003_0000_0000);
     /// XFAM (u64).
     pub const XFAM: MetadataFieldId = id(0x1110_0003_0000_0001);
-    /// MAX_VCPUS.
-    pub const MAX_VCPUS: MetadataFieldId = id(0x1110_0003_0000_0002);
-    /// GPAW.
-    pub const GPAW: MetadataFieldId = id(0x1110_0003_0000_0003);
+    /// MAX_VCPUS (u32).
+    pub const MAX_VCPUS: MetadataFieldId = id(0x1110_0002_0000_0002);
+    /// GPAW (u8).
+    pub const GPAW: MetadataFieldId = id(0x1110_0000_0000_0003);
     /// EPTP.
     pub const EPTP: MetadataFieldId = id(0x1110_0003_0000_0004);
     /// TSC_OFFSET.
     pub const TSC_OFFSET: MetadataFieldId = id(0x1110_0003_0000_000A);
     /// TSC_MULTIPLIER.
     pub const TSC_MULTIPLIER: MetadataFieldId = id(0x1110_0003_0000_000B);
-    /// TSC_FREQUENCY.
-    pub const TSC_FREQUENCY: MetadataFieldId = id(0x1110_0003_0000_000C);
+    /// TSC_FREQUENCY (u16, 25 MHz units).
+    pub const TSC_FREQUENCY: MetadataFieldId = id(0x1110_0001_0000_000C);
     /// NOTIFY_ENABLES (see [`crate::attributes::NotifyEnables`]).
     pub const NOTIFY_ENABLES: MetadataFieldId = id(0x9110_0003_0000_0010);
     /// CONFIG_FLAGS (see [`crate::attributes::ConfigFlags`]).
-    pub const CONFIG_FLAGS: MetadataFieldId = id(0x1110_0003_0000_0016);
+    pub const CONFIG_FLAGS: MetadataFieldId = id(0x9110_0003_0000_0016);
     /// TD_CTLS (see [`crate::attributes::TdCtls`]).
-    pub const TD_CTLS: MetadataFieldId = id(0x1110_0003_0000_0017);
+    pub const TD_CTLS: MetadataFieldId = id(0x9110_0003_0000_0017);
     /// TD_EPOCH.
     pub const TD_EPOCH: MetadataFieldId = id(0x9210_0003_0000_0000);
     /// MRTD element 0 (48 bytes = 6 u64 elements at field codes +0..+5).
@@ -460,11 +473,12 @@ pub mod td {
     /// Base of the TD-scope CPUID_VALUES fields; see [`cpuid_values`].
     pub const CPUID_VALUES: MetadataFieldId = id(0x9410_0003_0000_0000);
 
-    /// RTMR`i` element 0, `i < 4`. The spacing of 8 field codes per 48-byte register is
-    /// inferred from MRCONFIGID/MROWNER/MROWNERCONFIG (UNCONFIRMED for RTMR1..3).
+    /// RTMR`i` element 0, `i < 4`: the four registers are consecutive 6-element fields
+    /// (field code 0x40 + 6·i; checked against the module's TDCS field table,
+    /// `tdr_tdcs_fields_lookup.c` of the 1.5 source).
     pub const fn rtmr(i: usize) -> Option<MetadataFieldId> {
         if i < 4 {
-            Some(id(RTMR.raw() + 8 * i as u64))
+            Some(id(RTMR.raw() + 6 * i as u64))
         } else {
             None
         }
@@ -805,13 +819,9 @@ impl Iterator for MetadataListIter<'_> {
                 }
             }
         };
-        let size = seq.header.element_bytes();
-        let value = match self.take(size) {
-            Ok(b) => {
-                let mut v = [0u8; 8];
-                v[..size].copy_from_slice(b);
-                u64::from_le_bytes(v)
-            }
+        // Every element occupies a full u64 slot (md_dump_sequence).
+        let value = match self.take(8) {
+            Ok(b) => u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
             Err(e) => return self.fail(e),
         };
         let base = seq
@@ -859,8 +869,9 @@ impl<'a> MetadataListWriter<'a> {
         self.buf.len().min(Self::MAX_LIST_SIZE)
     }
 
-    /// Appends one sequence: `values.len()` consecutive fields starting at `field` (a valid
-    /// single-element ID), each value stored at `field`'s element size.
+    /// Appends one sequence: `values.len()` consecutive single-element fields starting at
+    /// `field` (a valid single-element ID), each value in a u64 slot and no wider than
+    /// `field`'s element size.
     pub fn push(
         &mut self,
         field: MetadataFieldId,
@@ -891,7 +902,7 @@ impl<'a> MetadataListWriter<'a> {
                 element_bytes: size,
             });
         }
-        let needed = 8 + size * values.len();
+        let needed = 8 + 8 * values.len();
         let available = self.capacity().saturating_sub(self.len);
         if needed > available {
             return Err(MetadataListError::BufferFull { needed, available });
@@ -900,8 +911,8 @@ impl<'a> MetadataListWriter<'a> {
         self.buf[self.len..self.len + 8].copy_from_slice(&header.raw().to_le_bytes());
         self.len += 8;
         for v in values {
-            self.buf[self.len..self.len + size].copy_from_slice(&v.to_le_bytes()[..size]);
-            self.len += size;
+            self.buf[self.len..self.len + 8].copy_from_slice(&v.to_le_bytes());
+            self.len += 8;
         }
         self.num_sequences += 1;
         Ok(())
@@ -961,7 +972,7 @@ mod tests {
             (0x11, MetadataContext::TD, 8, false)
         );
         assert_eq!(
-            MetadataFieldId::new(false, 17, MetadataContext::TD, ElementSize::B8, 0x17),
+            MetadataFieldId::new(true, 17, MetadataContext::TD, ElementSize::B8, 0x17),
             td::TD_CTLS
         );
         let v = vp::VCPU_STATE;
@@ -1034,8 +1045,9 @@ mod tests {
         b.extend_from_slice(&[0; 4]);
         // MAX_TDMRS..MAX_RESERVED_PER_TDMR: 2 fields of u16 (LAST_FIELD_IN_SEQUENCE = 1).
         b.extend_from_slice(&(0x9100000100000008u64 | (1 << 38)).to_le_bytes());
-        b.extend_from_slice(&64u16.to_le_bytes());
-        b.extend_from_slice(&16u16.to_le_bytes());
+        // Every element in a u64 slot, whatever its size code.
+        b.extend_from_slice(&64u64.to_le_bytes());
+        b.extend_from_slice(&16u64.to_le_bytes());
         // ATTRIBUTES_FIXED0, one u64.
         b.extend_from_slice(&0x1900000300000000u64.to_le_bytes());
         b.extend_from_slice(&0x8000_0000_7000_0001u64.to_le_bytes());
@@ -1047,7 +1059,7 @@ mod tests {
     #[test]
     fn parser_reads_hand_built_list() {
         let b = hand_built();
-        assert_eq!(b.len(), 8 + 8 + 4 + 8 + 8);
+        assert_eq!(b.len(), 8 + 8 + 16 + 8 + 8);
         let l = MetadataList::parse(&b).unwrap();
         assert_eq!(l.num_sequences(), 2);
         let items: Vec<_> = l.iter().collect();
@@ -1071,19 +1083,19 @@ mod tests {
         // Header size larger than the buffer.
         assert_eq!(
             MetadataList::parse(&b[..20]),
-            Err(MetadataListError::SizeOutOfBounds { size: 36, len: 20 })
+            Err(MetadataListError::SizeOutOfBounds { size: 48, len: 20 })
         );
         // Header claims fewer bytes: the second element of the first sequence is cut.
         let mut c = b.clone();
-        c[0..2].copy_from_slice(&18u16.to_le_bytes());
+        c[0..2].copy_from_slice(&28u16.to_le_bytes());
         let items: Vec<_> = MetadataList::parse(&c).unwrap().iter().collect();
         assert_eq!(items[0], Ok((sys::MAX_TDMRS, 64)));
         assert_eq!(
             items[1],
             Err(MetadataListError::Truncated {
-                offset: 18,
-                needed: 2,
-                available: 0
+                offset: 24,
+                needed: 8,
+                available: 4
             })
         );
         assert_eq!(items.len(), 2);
@@ -1094,7 +1106,7 @@ mod tests {
         assert_eq!(
             last,
             Err(MetadataListError::Truncated {
-                offset: 36,
+                offset: 48,
                 needed: 8,
                 available: 0
             })
@@ -1112,11 +1124,12 @@ mod tests {
         );
         // Field-code overflow.
         let mut g = Vec::new();
-        g.extend_from_slice(&18u16.to_le_bytes());
+        g.extend_from_slice(&32u16.to_le_bytes());
         g.extend_from_slice(&1u16.to_le_bytes());
         g.extend_from_slice(&[0; 4]);
         g.extend_from_slice(&(0x00FF_FFFFu64 | (1 << 38)).to_le_bytes());
-        g.extend_from_slice(&[1, 2]);
+        g.extend_from_slice(&1u64.to_le_bytes());
+        g.extend_from_slice(&2u64.to_le_bytes());
         let items: Vec<_> = MetadataList::parse(&g).unwrap().iter().collect();
         assert_eq!(items.len(), 2);
         assert_eq!(
@@ -1167,7 +1180,7 @@ mod tests {
             Err(MetadataListError::BadElementCount { count: 0 })
         );
         let n = w.finish();
-        assert_eq!(n, 8 + (8 + 4) + (8 + 24) + (8 + 1));
+        assert_eq!(n, 8 + (8 + 8) + (8 + 24) + (8 + 8));
         let l = MetadataList::parse(&buf[..n]).unwrap();
         let items: Vec<_> = l.iter().map(|r| r.unwrap()).collect();
         assert_eq!(
@@ -1180,17 +1193,17 @@ mod tests {
                 (sys::NUM_TDX_FEATURES, 1),
             ]
         );
-        let mut small = [0u8; 20];
+        let mut small = [0u8; 28];
         let mut w = MetadataListWriter::new(&mut small);
         w.push(sys::VENDOR_ID, &[1]).unwrap();
         assert_eq!(
             w.push(sys::VENDOR_ID, &[1]),
             Err(MetadataListError::BufferFull {
-                needed: 12,
-                available: 0
+                needed: 16,
+                available: 4
             })
         );
-        assert_eq!(w.finish(), 20);
+        assert_eq!(w.finish(), 24);
         let mut tiny = [0u8; 4];
         let mut w = MetadataListWriter::new(&mut tiny);
         assert!(matches!(

@@ -7,7 +7,7 @@
 use core::fmt;
 
 use crate::gpa::EptLevel;
-use crate::state::open_enum;
+use crate::open_enum::open_enum;
 
 open_enum! {
     /// 7-bit SEPT entry state encoding of module 1.5 (`SEPT_STATE_*_ENCODING`): bit 0 = D,
@@ -400,10 +400,11 @@ impl SeptEntry {
     }
 
     /// The "architectural" entry reported in RCX on SEPT errors and by TDH.MEM.SEPT.RD: FREE
-    /// gives only bit 63; a leaf keeps R/W/X, memory type, IPAT, PS, HPA and suppress-#VE; a
-    /// non-leaf keeps R/W/X and PS.
+    /// gives only bit 63; a leaf keeps R/W/X/XU, memory type, IPAT, PS, HPA and suppress-#VE;
+    /// a non-leaf keeps R/W/X/XU and PS. (The module's permission mask includes XU, bit 10;
+    /// checked in the 1.5 source.)
     pub const fn architectural(self) -> u64 {
-        let rwx = Self::R | Self::W | Self::X;
+        let rwx = Self::R | Self::W | Self::X | Self::XU;
         if self.state().normalized().0 == SeptState::FREE.0 {
             Self::SUPPRESS_VE
         } else if self.is_leaf() {

@@ -18,7 +18,8 @@
 
 use core::fmt;
 
-use crate::leaf::{open_enum, VmxExitReason};
+use crate::leaf::VmxExitReason;
+use crate::open_enum::open_enum;
 
 /// What bits 31:0 of a status carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,9 +18,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use tdx_abi::gpa::Gpa;
 use tdx_abi::measure::{mem_page_add_block, mr_extend_header_block, MrtdBuilder};
-use tdx_host::driver::module::{LogicalCpu, PlatformDesc, RetryPolicy};
-use tdx_host::driver::{TdBuilder, TdxModule};
-use tdx_host::emulated::{EmulatedModule, LogicalProcessor, PlatformConfig};
+use tdx_host::driver::module::RetryPolicy;
+use tdx_host::driver::{bring_up, EmulatedTdxModule, TdBuilder};
+use tdx_host::emulated::{EmulatedModule, PlatformConfig};
 
 /// The 49 blocks a measured page at `gpa` with `page` contents feeds the MRTD hash.
 fn page_blocks(gpa: u64, page: &[u8; 4096]) -> Vec<u8> {
@@ -83,34 +83,15 @@ fn bench(c: &mut Criterion) {
     drop(m);
 }
 
-fn platform() -> (
-    Arc<EmulatedModule>,
-    TdxModule<LogicalProcessor, Arc<EmulatedModule>>,
-) {
-    let m = EmulatedModule::new(PlatformConfig {
-        memory_size: 1 << 30,
-        ..PlatformConfig::default()
-    })
-    .expect("platform");
-    let lps = (0..m.num_lps())
-        .map(|i| LogicalCpu {
-            seamcall: m.lp(i).expect("lp"),
-            package: m.package_of(i),
-        })
-        .collect();
-    let desc = PlatformDesc {
-        usable_ranges: m
-            .physical_memory()
-            .cmrs()
-            .iter()
-            .map(|&(b, s)| (b, b + s))
-            .collect(),
-        first_tdx_hkid: 32,
-        num_tdx_hkids: 16,
-        hkid_shift: m.hkid_shift(),
-    };
-    let module = TdxModule::init(lps, m.clone(), &desc, RetryPolicy::default()).expect("bring-up");
-    (m, module)
+fn platform() -> (Arc<EmulatedModule>, Arc<EmulatedTdxModule>) {
+    bring_up(
+        PlatformConfig {
+            memory_size: 1 << 30,
+            ..PlatformConfig::default()
+        },
+        RetryPolicy::default(),
+    )
+    .expect("bring-up")
 }
 
 criterion_group!(benches, bench);

@@ -339,7 +339,7 @@ fn bring_up_retries_entropy_then_gives_up_with_typed_error() {
 #[test]
 fn td_build_and_teardown_follow_kvm_order_and_free_everything() {
     let m = Mock::new();
-    let module = bring_up(&m, RetryPolicy::default()).unwrap();
+    let module = Arc::new(bring_up(&m, RetryPolicy::default()).unwrap());
     let free0 = module.frames().free_frames();
     let start = m.log().len();
     m.inject(CACHE_WB, &[INTERRUPTED_RESUMABLE, INTERRUPTED_RESUMABLE]);
@@ -432,7 +432,7 @@ fn td_build_and_teardown_follow_kvm_order_and_free_everything() {
 #[test]
 fn failed_mng_init_tears_down_and_leaks_nothing() {
     let m = Mock::new();
-    let module = bring_up(&m, RetryPolicy::default()).unwrap();
+    let module = Arc::new(bring_up(&m, RetryPolicy::default()).unwrap());
     let free0 = module.frames().free_frames();
     m.inject(MNG_INIT, &[0xC000_0100_0000_0040]); // OPERAND_INVALID (ATTRIBUTES)
     let start = m.log().len();
@@ -453,7 +453,7 @@ fn failed_mng_init_tears_down_and_leaks_nothing() {
 #[test]
 fn failed_teardown_keeps_pages_and_resumes() {
     let m = Mock::new();
-    let module = bring_up(&m, RetryPolicy::default()).unwrap();
+    let module = Arc::new(bring_up(&m, RetryPolicy::default()).unwrap());
     let free0 = module.frames().free_frames();
     let td = TdBuilder::new(&module).build().unwrap();
     // WBCACHE_NOT_COMPLETE on KEY.FREEID: nothing may be reclaimed yet.

@@ -5,37 +5,19 @@
 #[allow(unused_imports)]
 mod conformance;
 
-use std::sync::Arc;
-
-use tdx_host::driver::module::{LogicalCpu, PlatformDesc, RetryPolicy};
-use tdx_host::driver::TdxModule;
-use tdx_host::emulated::{EmulatedModule, LogicalProcessor, PlatformConfig};
+use tdx_host::driver::emulated_glue::init_driver;
+use tdx_host::driver::module::RetryPolicy;
+use tdx_host::driver::EmulatedTdxModule;
+use tdx_host::emulated::{EmulatedModule, PlatformConfig};
 
 /// A fresh two-package platform brought up by the driver.
-fn fresh() -> TdxModule<LogicalProcessor, Arc<EmulatedModule>> {
+fn fresh() -> EmulatedTdxModule {
     let m = EmulatedModule::new(PlatformConfig {
         num_packages: 2,
         ..PlatformConfig::default()
     })
     .expect("platform");
-    let lps = (0..m.num_lps())
-        .map(|i| LogicalCpu {
-            seamcall: m.lp(i).expect("lp"),
-            package: m.package_of(i),
-        })
-        .collect();
-    let desc = PlatformDesc {
-        usable_ranges: m
-            .physical_memory()
-            .cmrs()
-            .iter()
-            .map(|&(b, s)| (b, b + s))
-            .collect(),
-        first_tdx_hkid: 32,
-        num_tdx_hkids: 16,
-        hkid_shift: m.hkid_shift(),
-    };
-    TdxModule::init(lps, m, &desc, RetryPolicy::default()).expect("driver bring-up")
+    init_driver(&m, 32, 16, RetryPolicy::default()).expect("driver bring-up")
 }
 
 #[test]

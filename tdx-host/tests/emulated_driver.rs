@@ -5,42 +5,19 @@ use std::sync::Arc;
 
 use tdx_abi::gpa::Gpa;
 use tdx_abi::measure::MrtdBuilder;
-use tdx_host::driver::module::{LogicalCpu, PlatformDesc, RetryPolicy};
-use tdx_host::driver::{TdBuilder, TdxModule};
-use tdx_host::emulated::{
-    EmulatedModule, Fault, KotState, LogicalProcessor, PamtPageType, PlatformConfig,
-};
+use tdx_host::driver::module::RetryPolicy;
+use tdx_host::driver::{bring_up, EmulatedTdxModule, TdBuilder};
+use tdx_host::emulated::{EmulatedModule, Fault, KotState, PamtPageType, PlatformConfig};
 
-fn platform(
-    packages: u32,
-) -> (
-    Arc<EmulatedModule>,
-    TdxModule<LogicalProcessor, Arc<EmulatedModule>>,
-) {
-    let m = EmulatedModule::new(PlatformConfig {
-        num_packages: packages,
-        ..PlatformConfig::default()
-    })
-    .unwrap();
-    let lps = (0..m.num_lps())
-        .map(|i| LogicalCpu {
-            seamcall: m.lp(i).unwrap(),
-            package: m.package_of(i),
-        })
-        .collect();
-    let desc = PlatformDesc {
-        usable_ranges: m
-            .physical_memory()
-            .cmrs()
-            .iter()
-            .map(|&(b, s)| (b, b + s))
-            .collect(),
-        first_tdx_hkid: 32,
-        num_tdx_hkids: 16,
-        hkid_shift: m.hkid_shift(),
-    };
-    let module = TdxModule::init(lps, m.clone(), &desc, RetryPolicy::default()).unwrap();
-    (m, module)
+fn platform(packages: u32) -> (Arc<EmulatedModule>, Arc<EmulatedTdxModule>) {
+    bring_up(
+        PlatformConfig {
+            num_packages: packages,
+            ..PlatformConfig::default()
+        },
+        RetryPolicy::default(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -88,4 +65,35 @@ fn driver_lifecycle_on_the_emulated_module() {
     m.check_invariants().unwrap();
     drop(td);
     assert_eq!(module.frames().free_frames(), free0);
+}
+
+#[test]
+fn private_page_lookups_cover_2m_pages() {
+    let (_m, module) = platform(1);
+    let td = TdBuilder::new(&module).build().unwrap();
+    td.create_vcpu(0, 0).unwrap();
+    td.add_page(Gpa(0x10_0000), &[0; 4096], false).unwrap();
+    td.finalize().unwrap();
+    td.aug_page(0, Gpa(0x40_0000), 1).unwrap();
+    td.aug_page(0, Gpa(0x60_0000), 0).unwrap();
+    let big = td
+        .private_page_covering(0x5F_F123)
+        .expect("inside the 2 MiB page");
+    assert_eq!((big.0, big.1.level), (0x40_0000, 1));
+    assert_eq!(
+        td.private_page_covering(0x10_0FFF).map(|p| p.0),
+        Some(0x10_0000)
+    );
+    assert_eq!(td.private_page_covering(0x10_1000), None);
+    let gpas = |s, e| {
+        td.private_pages_in(s, e)
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(gpas(0x40_1000, 0x40_2000), [0x40_0000]);
+    assert_eq!(gpas(0x5F_F000, 0x60_1000), [0x40_0000, 0x60_0000]);
+    assert_eq!(gpas(0x10_1000, 0x40_0000), Vec::<u64>::new());
+    assert_eq!(gpas(0, u64::MAX), [0x10_0000, 0x40_0000, 0x60_0000]);
+    td.teardown().unwrap();
 }

@@ -206,6 +206,13 @@ impl<B: Bitmap + 'static> SharedGuestMemory<B> {
         self.attrs.gpaw()
     }
 
+    /// The raw shared backing, **without** the attribute-map checks: for an execution engine
+    /// that maps the backing into a guest itself and consults the map (and its generation)
+    /// to decide which pages the guest may reach. Host code should use [`Self::view`].
+    pub fn backing(&self) -> &GuestMemoryMmap<B> {
+        &self.mem
+    }
+
     /// Takes a view: a [`GuestMemory`] whose accesses are all checked against, and performed
     /// under, one read guard of the attribute map. Conversions wait until it is dropped.
     pub fn view(&self) -> SharedMemoryView<'_, B> {

@@ -20,7 +20,7 @@
 //!    an exit that needs an answer (port read, MMIO read, CPUID, …) is written into the exit's
 //!    buffers and goes back to the guest on the next `run`. A [`VcpuKicker`] makes a running
 //!    vCPU return [`TdExit::Interrupted`] from another thread.
-//! 7. Conversions: the guest asks with TDG.VP.VMCALL<MapGPA> ([`TdExit::MapGpa`]); the VMM
+//! 7. Conversions: the guest asks with `TDG.VP.VMCALL<MapGPA>` ([`TdExit::MapGpa`]); the VMM
 //!    decides and calls [`TdVm::convert`], which updates the attribute map and the private
 //!    backing together.
 //!
@@ -28,6 +28,9 @@
 //! backend on the emulator too: an EPT violation on a private GPA that is not mapped yet is
 //! answered with TDH.MEM.PAGE.AUG (lazy accept), as KVM does on a guest_memfd fault.
 use std::fmt;
+
+pub mod emulated;
+pub mod kvm;
 
 use tdx_abi::gpa::Gpaw;
 use tdx_abi::measure::Measurement;
@@ -241,7 +244,7 @@ pub enum TdExit<'a> {
         /// GHCI status.
         status: &'a mut VmcallStatus,
     },
-    /// TDG.VP.VMCALL<MapGPA>: the guest asks for `[gpa, gpa + size)` to become shared or
+    /// `TDG.VP.VMCALL<MapGPA>`: the guest asks for `[gpa, gpa + size)` to become shared or
     /// private. The VMM calls [`TdVm::convert`] (or refuses) and sets `status`
     /// ([`VmcallStatus::Retry`] with `retry_gpa` for a partial conversion).
     MapGpa {
@@ -256,7 +259,7 @@ pub enum TdExit<'a> {
         /// Where to retry from ([`VmcallStatus::Retry`]).
         retry_gpa: &'a mut u64,
     },
-    /// TDG.VP.VMCALL<GetQuote>: the shared buffer `[gpa, gpa + size)` holds a GetQuote header
+    /// `TDG.VP.VMCALL<GetQuote>`: the shared buffer `[gpa, gpa + size)` holds a GetQuote header
     /// and the TDREPORT; the VMM writes the quote there (or its status in the header).
     GetQuote {
         /// Buffer GPA (shared bit cleared).
@@ -266,14 +269,14 @@ pub enum TdExit<'a> {
         /// GHCI status.
         status: &'a mut VmcallStatus,
     },
-    /// TDG.VP.VMCALL<SetupEventNotifyInterrupt>.
+    /// `TDG.VP.VMCALL<SetupEventNotifyInterrupt>`.
     SetupEventNotifyInterrupt {
         /// Vector the guest wants for event notification.
         vector: u8,
         /// GHCI status.
         status: &'a mut VmcallStatus,
     },
-    /// TDG.VP.VMCALL<ReportFatalError>: the TD is dead.
+    /// `TDG.VP.VMCALL<ReportFatalError>`: the TD is dead.
     ReportFatalError {
         /// R12: error code.
         error_code: u64,

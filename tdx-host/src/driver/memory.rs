@@ -206,7 +206,8 @@ impl FrameAllocator {
             }
             // First index whose address is aligned.
             let first_pa = r.start.next_multiple_of(align);
-            let mut i = (first_pa - r.start) / FRAME_SIZE;
+            let first = (first_pa - r.start) / FRAME_SIZE;
+            let mut i = first;
             'cand: while i + frames <= r.frames {
                 // Fast skip over full words for single-frame requests.
                 if frames == 1 && step == 1 && i % 64 == 0 && r.used[(i / 64) as usize] == u64::MAX
@@ -216,9 +217,10 @@ impl FrameAllocator {
                 }
                 for j in 0..frames {
                     if r.is_used(i + j) {
-                        // Next aligned candidate after the used frame.
+                        // Next aligned candidate after the used frame (aligned indices
+                        // are `first + k * step`: the range start need not be aligned).
                         let next = i + j + 1;
-                        i = next.next_multiple_of(step);
+                        i = first + (next - first).next_multiple_of(step);
                         continue 'cand;
                     }
                 }
@@ -288,6 +290,19 @@ mod tests {
         a.free(big).unwrap();
         assert_eq!(a.free_frames(), 0x300);
         assert!(a.leaks().is_empty());
+    }
+
+    #[test]
+    fn aligned_runs_skip_used_frames_in_an_unaligned_range() {
+        // The range starts at 1 MiB: aligned 2 MiB candidates are at indices 256, 768, …
+        let mut a = FrameAllocator::new(&[(0x10_0000, 0x80_0000)]).unwrap();
+        let _low = a.allocate_contiguous(1, 0x20_0000).unwrap();
+        let big = a.allocate_contiguous(512, 0x20_0000).unwrap();
+        assert_eq!(
+            big, 0x40_0000,
+            "after the used frame at 2 MiB, the next 2 MiB boundary"
+        );
+        assert_eq!(big % 0x20_0000, 0);
     }
 
     #[test]

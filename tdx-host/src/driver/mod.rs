@@ -7,6 +7,8 @@
 //!   a [`TdxModuleInfo`], the TDMR/PAMT plan of `tdx_memory::tdmr` with PAMTs from the
 //!   [`FrameAllocator`], the TDMR_INFO array and PA array in host memory (512-byte aligned),
 //!   TDH.SYS.CONFIG, TDH.SYS.KEY.CONFIG once per package, TDH.SYS.TDMR.INIT loops.
+//! * [`bring_up`]: an emulated platform and its module brought up by [`TdxModule::init`] in one
+//!   call (tests, benches, the emulated backend).
 //! * [`TdBuilder`] / [`Td`]: TD creation (HKID from the [`HkidPool`], TDCS, TD_PARAMS),
 //!   vCPUs, S-EPT on demand, measured initial pages with an offline MRTD prediction,
 //!   finalization, runtime AUG/removal and teardown with reclaim.
@@ -15,13 +17,14 @@
 //! where KVM retries it) are retried a bounded number of times ([`RetryPolicy`]); everything
 //! else is a typed [`DriverError`] naming the leaf and status. Nothing panics.
 
-mod emulated_glue;
+pub mod emulated_glue;
 pub mod hkid;
 pub mod memory;
 pub mod module;
 pub mod seam;
 pub mod td;
 
+pub use emulated_glue::{bring_up, BringUpError, EmulatedTdxModule};
 pub use hkid::{HkidError, HkidPool};
 pub use memory::{FrameAllocator, FrameError, HostMemory, HostMemoryError, FRAME_SIZE};
 pub use module::{

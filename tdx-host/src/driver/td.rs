@@ -14,7 +14,7 @@
 //! [`FrameAllocator::leaks`]: super::memory::FrameAllocator::leaks
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tdx_abi::call::{Regs, Seamcall};
 use tdx_abi::gpa::{Gpa, Gpaw};
@@ -33,6 +33,10 @@ pub const FIELD_MRTD: u64 = 0x1310_0003_0000_0000;
 pub const FIELD_LIFECYCLE_STATE: u64 = 0x8010_0002_0000_0005;
 /// TDCS field OP_STATE.
 pub const FIELD_OP_STATE: u64 = 0x9010_0002_0000_0004;
+/// Most TDH.MEM.PAGE.REMOVE attempts [`Td::remove_page_kicking`] makes while vCPUs are still
+/// in the previous TLB epoch (50 µs apart: about one second in all).
+pub const MAX_TRACKING_WAITS: u32 = 20_000;
+const TLB_TRACKING_NOT_DONE: u16 = tdx_abi::status::StatusCode::TLB_TRACKING_NOT_DONE.raw();
 
 /// One CPUID value the host configures for the TD.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,16 +93,16 @@ impl Default for TdConfig {
 
 /// Builds a TD: configuration plus the SEAMCALLs up to TDH.MNG.INIT.
 #[derive(Debug)]
-pub struct TdBuilder<'m, S, M> {
-    module: &'m TdxModule<S, M>,
+pub struct TdBuilder<S, M> {
+    module: Arc<TdxModule<S, M>>,
     config: TdConfig,
 }
 
-impl<'m, S: Seamcall, M: HostMemory> TdBuilder<'m, S, M> {
-    /// A builder with the default configuration.
-    pub fn new(module: &'m TdxModule<S, M>) -> Self {
+impl<S: Seamcall, M: HostMemory> TdBuilder<S, M> {
+    /// A builder with the default configuration. The TD keeps a reference on `module`.
+    pub fn new(module: &Arc<TdxModule<S, M>>) -> Self {
         Self {
-            module,
+            module: Arc::clone(module),
             config: TdConfig::default(),
         }
     }
@@ -135,9 +139,9 @@ impl<'m, S: Seamcall, M: HostMemory> TdBuilder<'m, S, M> {
 
     /// TDR → TDH.MNG.CREATE → TDH.MNG.KEY.CONFIG on every package → TDH.MNG.ADDCX ×
     /// TDCS pages → TDH.MNG.INIT. On failure everything done so far is torn down.
-    pub fn build(self) -> Result<Td<'m, S, M>, DriverError> {
-        let td_params = encode_td_params(&self.config, self.module)?;
-        let m = self.module;
+    pub fn build(self) -> Result<Td<S, M>, DriverError> {
+        let td_params = encode_td_params(&self.config, &self.module)?;
+        let m = &*self.module;
         let hkid = m.hkids().allocate()?;
         let tdr = match m.frames().allocate() {
             Ok(p) => p,
@@ -165,7 +169,7 @@ impl<'m, S: Seamcall, M: HostMemory> TdBuilder<'m, S, M> {
             return Err(e.into());
         }
         let mut td = Td {
-            module: m,
+            module: Arc::clone(&self.module),
             tdr,
             hkid,
             gpaw: self.config.gpaw,
@@ -299,8 +303,8 @@ struct TdState {
 /// (as KVM does): the driver's bookkeeping is locked, the SEAMCALLs are not serialised by the
 /// driver, so contention reaches the module and comes back as `TDX_OPERAND_BUSY`.
 #[derive(Debug)]
-pub struct Td<'m, S: Seamcall, M: HostMemory> {
-    module: &'m TdxModule<S, M>,
+pub struct Td<S: Seamcall, M: HostMemory> {
+    module: Arc<TdxModule<S, M>>,
     tdr: u64,
     hkid: u16,
     gpaw: Gpaw,
@@ -311,12 +315,12 @@ pub struct Td<'m, S: Seamcall, M: HostMemory> {
 /// Index of a vCPU of a [`Td`].
 pub type VcpuId = usize;
 
-impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
+impl<S: Seamcall, M: HostMemory> Td<S, M> {
     fn st(&self) -> MutexGuard<'_, TdState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lp(&self, lp: u32) -> Result<&'m S, DriverError> {
+    fn lp(&self, lp: u32) -> Result<&S, DriverError> {
         self.module.lp(lp).ok_or(DriverError::NoSuchLp(lp))
     }
 
@@ -332,6 +336,10 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
         }
     }
 
+    /// The module the TD lives on.
+    pub fn module(&self) -> &Arc<TdxModule<S, M>> {
+        &self.module
+    }
     /// TDR physical address.
     pub fn tdr(&self) -> u64 {
         self.tdr
@@ -364,6 +372,23 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
     pub fn private_pages(&self) -> Vec<(u64, PrivatePage)> {
         self.st().private.iter().map(|(&k, &v)| (k, v)).collect()
     }
+    /// The private page that maps `gpa` (its GPA and page), if any.
+    pub fn private_page_covering(&self, gpa: u64) -> Option<(u64, PrivatePage)> {
+        let st = self.st();
+        let (&g, &p) = st.private.range(..=gpa).next_back()?;
+        (gpa - g < page_bytes(p.level)).then_some((g, p))
+    }
+    /// The private pages that overlap `[start, end)`, by GPA.
+    pub fn private_pages_in(&self, start: u64, end: u64) -> Vec<(u64, PrivatePage)> {
+        let st = self.st();
+        // The largest page is 2 MiB: nothing starting earlier can reach `start`.
+        let from = start.saturating_sub(page_bytes(1) - 1);
+        st.private
+            .range(from..end.max(from))
+            .filter(|&(&g, p)| g.saturating_add(page_bytes(p.level)) > start)
+            .map(|(&g, &p)| (g, p))
+            .collect()
+    }
     /// Every host frame the module owns for this TD, TDR last.
     pub fn owned_pages(&self) -> Vec<u64> {
         let st = self.st();
@@ -379,7 +404,7 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
     }
 
     fn configure(&mut self, td_params: &[u8; TD_PARAMS_SIZE]) -> Result<(), DriverError> {
-        let m = self.module;
+        let m = &*self.module;
         // TDH.MNG.KEY.CONFIG on every package.
         for (_, lp) in m.package_lps() {
             let s = self.lp(lp as u32)?;
@@ -436,7 +461,7 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
     /// TDH.VP.CREATE → TDH.VP.ADDCX × (TDVPS pages − 1) → TDH.VP.INIT on logical processor
     /// `lp` with `initial_rcx` as the vCPU's initial RCX/R8. Returns the vCPU's index.
     pub fn create_vcpu(&self, lp: u32, initial_rcx: u64) -> Result<VcpuId, DriverError> {
-        let m = self.module;
+        let m = &*self.module;
         let s = self.lp(lp)?;
         let tdvpr = m.frames().allocate()?;
         let regs = Regs {
@@ -503,7 +528,7 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
     /// root level down).
     pub fn ensure_sept(&self, lp: u32, gpa: Gpa, leaf_level: u8) -> Result<(), DriverError> {
         let s = self.lp(lp)?;
-        let m = self.module;
+        let m = &*self.module;
         for level in (leaf_level + 1..=self.root_level()).rev() {
             let span = FRAME_SIZE << (9 * u32::from(level));
             let base = gpa.raw() & !(span - 1);
@@ -551,7 +576,7 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
         content: &[u8; FRAME_SIZE as usize],
         measure: bool,
     ) -> Result<(), DriverError> {
-        let m = self.module;
+        let m = &*self.module;
         let lp0 = self.lp(0)?;
         self.ensure_sept(0, gpa, 0)?;
         let source = m.frames().allocate()?;
@@ -650,7 +675,7 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
             });
         }
         let s = self.lp(lp)?;
-        let m = self.module;
+        let m = &*self.module;
         self.ensure_sept(lp, gpa, level)?;
         let frames = 1u64 << (9 * u32::from(level));
         let page = m
@@ -684,10 +709,23 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
     }
 
     /// Removes the private page at `gpa`: before finalization directly with
-    /// TDH.MEM.PAGE.REMOVE; afterwards TDH.MEM.RANGE.BLOCK → TDH.MEM.TRACK → (kick: the
-    /// caller's vCPUs are not running in the scripted engine) → TDH.MEM.PAGE.REMOVE. The frame
-    /// returns to the allocator.
+    /// TDH.MEM.PAGE.REMOVE; afterwards TDH.MEM.RANGE.BLOCK → TDH.MEM.TRACK →
+    /// TDH.MEM.PAGE.REMOVE. No vCPU may be running in the guest (nothing kicks it); use
+    /// [`Td::remove_page_kicking`] otherwise. The frame returns to the allocator.
     pub fn remove_page(&self, lp: u32, gpa: Gpa) -> Result<(), DriverError> {
+        self.remove_page_kicking(lp, gpa, &|| {})
+    }
+
+    /// [`Td::remove_page`] with running vCPUs: after TDH.MEM.TRACK, `kick` makes every vCPU
+    /// that may be inside TDH.VP.ENTER leave the guest (KVM: `tdx_track` kicks all vCPUs), and
+    /// TDH.MEM.PAGE.REMOVE is retried (bounded, yielding in between) while the module reports
+    /// `TDX_TLB_TRACKING_NOT_DONE`, i.e. until those vCPUs have left the old TLB epoch.
+    pub fn remove_page_kicking(
+        &self,
+        lp: u32,
+        gpa: Gpa,
+        kick: &dyn Fn(),
+    ) -> Result<(), DriverError> {
         let s = self.lp(lp)?;
         let (page, finalized) = {
             let st = self.st();
@@ -701,14 +739,19 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
             ..Default::default()
         };
         if finalized {
-            seam::call_retry(
+            match seam::call_retry(
                 s,
                 leaf::MEM_RANGE_BLOCK,
                 0,
                 td(gl),
                 self.busy_retry(),
                 self.retries(),
-            )?;
+            ) {
+                Ok(_) => {}
+                // A previous attempt blocked it and then failed: resume from TRACK.
+                Err(e) if e.code() == code::GPA_RANGE_ALREADY_BLOCKED => {}
+                Err(e) => return Err(e.into()),
+            }
             let track = Regs {
                 rcx: self.tdr,
                 ..Default::default()
@@ -721,15 +764,27 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
                 &[code::PREVIOUS_TLB_EPOCH_BUSY, code::OPERAND_BUSY],
                 self.retries(),
             )?;
+            kick();
         }
-        seam::call_retry(
-            s,
-            leaf::MEM_PAGE_REMOVE,
-            0,
-            td(gl),
-            self.busy_retry(),
-            self.retries(),
-        )?;
+        let mut waits = 0u32;
+        loop {
+            match seam::call_retry(
+                s,
+                leaf::MEM_PAGE_REMOVE,
+                0,
+                td(gl),
+                self.busy_retry(),
+                self.retries(),
+            ) {
+                Ok(_) => break,
+                Err(e) if e.code() == TLB_TRACKING_NOT_DONE && waits < MAX_TRACKING_WAITS => {
+                    waits += 1;
+                    kick();
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         self.st().private.remove(&gpa.raw());
         self.module.frames().free(page.pa)?;
         Ok(())
@@ -742,7 +797,7 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
     /// global HKID). Frames return to the allocator as they are reclaimed; the HKID returns to
     /// the pool after KEY.FREEID. Resumable after a failure.
     pub fn teardown(&self) -> Result<(), DriverError> {
-        let m = self.module;
+        let m = &*self.module;
         let retries = self.retries();
         let phase = self.st().phase;
         if phase < Phase::Flushed {
@@ -887,6 +942,11 @@ impl<'m, S: Seamcall, M: HostMemory> Td<'m, S, M> {
     }
 }
 
+/// Bytes mapped by a private page of `level` (0 = 4 KiB, 1 = 2 MiB).
+fn page_bytes(level: u8) -> u64 {
+    FRAME_SIZE << (9 * u32::from(level.min(2)))
+}
+
 #[derive(Clone, Copy)]
 enum Owned {
     Private(u64),
@@ -896,7 +956,7 @@ enum Owned {
     Tdcs,
 }
 
-impl<S: Seamcall, M: HostMemory> Drop for Td<'_, S, M> {
+impl<S: Seamcall, M: HostMemory> Drop for Td<S, M> {
     fn drop(&mut self) {
         if !self.is_torn_down() {
             if let Err(e) = self.teardown() {

@@ -24,6 +24,16 @@
 //!    and keeps its reference on the TD epoch it entered in, exactly as a vCPU running in
 //!    the guest does; guest actions made meanwhile are exits for the next VP.ENTER.
 //!
+//! # Engines and the state mutex
+//! TDH.VP.ENTER makes its checks and marks the vCPU ACTIVE under the module's state mutex,
+//! then runs the engine ([`ExecutionEngine::run`]) in the leaf's lock window: the mutex is
+//! released while the vCPU's TDVPR and TDR stay held shared and its epoch reference is
+//! held, so other host threads can issue SEAMCALLs (AUG, MEM.TRACK, …) while the guest runs.
+//! A guest TDCALL made during the run enters the module through
+//! [`EmulatedModule::guest_tdcall`], which takes the mutex itself and returns
+//! [`GuestTdcall::Exit`] for leaves that need the host. After the run the mutex is taken
+//! again to store the guest GPRs and produce the outputs below.
+//!
 //! # VP.ENTER outputs
 //! TDVMCALL exit: RAX = 77 (VMX exit reason TDCALL), RCX = the guest's GPR select mask, the
 //! selected GPRs copied from the guest, all other GPRs 0. Asynchronous exit: RAX = exit
@@ -142,20 +152,41 @@ pub enum EngineExit {
     },
 }
 
-/// The vCPU state an engine runs.
+/// The vCPU state an engine runs. The engine runs with the module's state mutex released;
+/// guest TDCALLs go through [`EmulatedModule::guest_tdcall`], which takes it.
 #[derive(Debug)]
 pub struct EngineVcpu<'a> {
     /// TDVPR PA (identifies the vCPU).
     pub tdvpr: u64,
-    /// Guest GPRs in architectural order (index 4, RSP, unused).
+    /// TDR PA of the vCPU's TD.
+    pub tdr: u64,
+    /// Guest GPRs in architectural order (index 4, RSP, unused by the module). On entry they
+    /// are the module's values (the VP.INIT values, or the host's answer to a TDG.VP.VMCALL
+    /// with RAX = 0); the engine stores the guest's values back before it returns.
     pub gprs: &'a mut [u64; 16],
-    queued: &'a mut std::collections::VecDeque<PendingExit>,
+    module: &'a EmulatedModule,
+}
+
+impl EngineVcpu<'_> {
+    /// The module the vCPU belongs to.
+    pub fn module(&self) -> &EmulatedModule {
+        self.module
+    }
+
+    /// Takes the oldest TD exit queued by a [`ScriptedVcpu`] (takes the state mutex).
+    fn pop_queued(&self) -> Option<PendingExit> {
+        let mut st = self.module.lock();
+        st.vcpus.get_mut(&self.tdvpr)?.exits.pop_front()
+    }
 }
 
 /// The seam between TDH.VP.ENTER and the thing that runs guest code. TDH.VP.ENTER makes its
 /// state checks, calls `run`, and turns the returned [`EngineExit`] into its outputs.
 pub trait ExecutionEngine: Send + Sync + std::fmt::Debug {
-    /// Runs the vCPU until its next TD exit.
+    /// Runs the vCPU until its next TD exit. Called on the thread that issued TDH.VP.ENTER,
+    /// with the module's state mutex released (the vCPU is ACTIVE; its TDVPR and TDR are held
+    /// shared), so the engine may call [`EmulatedModule::guest_tdcall`] and other module
+    /// APIs, and other threads may issue SEAMCALLs meanwhile.
     fn run(&self, vcpu: &mut EngineVcpu<'_>) -> EngineExit;
 
     /// Prepares the engine for the TD whose TDR is at `tdr` before any of its vCPUs is
@@ -200,7 +231,7 @@ pub struct ScriptedEngine;
 
 impl ExecutionEngine for ScriptedEngine {
     fn run(&self, vcpu: &mut EngineVcpu<'_>) -> EngineExit {
-        match vcpu.queued.pop_front() {
+        match vcpu.pop_queued() {
             Some(PendingExit::Vmcall { regs, mask }) => {
                 for n in 0..16u8 {
                     if let Some(v) = regs.gpr(n) {
@@ -311,7 +342,6 @@ pub(crate) fn tdh_vp_enter(
     ctx.held.release_early(&mut st.locks, LockKey::Epoch(tdr));
     ctx.on_exit
         .push(super::OnExit::VcpuExit { tdr, tdvpr, epoch });
-    let engine = m.engine();
     let v = st.vcpus.get_mut(&tdvpr).expect("checked above");
     v.assoc_lp = Some(ctx.lp);
     v.epoch = epoch;
@@ -335,14 +365,40 @@ pub(crate) fn tdh_vp_enter(
         }
         v.vmcall_response = Some(resp);
     }
-    let exit = {
-        let mut ev = EngineVcpu {
-            tdvpr,
-            gprs: &mut v.gprs,
-            queued: &mut v.exits,
-        };
-        engine.run(&mut ev)
+    // The guest runs in the lock window (state mutex released): see `finish_vp_enter`.
+    ctx.run = Some(super::RunRequest {
+        tdr,
+        tdvpr,
+        gprs: v.gprs,
+    });
+    Ok(TdxStatus::SUCCESS)
+}
+
+/// The guest run of a TDH.VP.ENTER, in the leaf's lock window: the state mutex is released,
+/// the vCPU ACTIVE, its TDVPR and TDR held shared and its epoch reference held.
+pub(crate) fn run_engine(m: &EmulatedModule, run: &mut super::RunRequest) -> EngineExit {
+    let engine = m.engine();
+    let mut ev = EngineVcpu {
+        tdvpr: run.tdvpr,
+        tdr: run.tdr,
+        gprs: &mut run.gprs,
+        module: m,
     };
+    engine.run(&mut ev)
+}
+
+/// The end of TDH.VP.ENTER, with the state mutex held again: stores the guest GPRs and
+/// produces the VP.ENTER outputs of the engine's exit (see the module docs).
+pub(crate) fn finish_vp_enter(
+    st: &mut State,
+    run: &super::RunRequest,
+    exit: EngineExit,
+    regs: &mut Regs,
+) -> LeafResult {
+    let Some(v) = st.vcpus.get_mut(&run.tdvpr) else {
+        return Err(codes::code(StatusCode::VCPU_STATE_INCORRECT));
+    };
+    v.gprs = run.gprs;
     v.last_exit = match exit {
         EngineExit::Vmcall { .. } => LastExit::TdVmCall,
         EngineExit::Async { exit_reason, .. } if exit_reason == EXIT_REASON_EXTERNAL_INTERRUPT => {
@@ -600,12 +656,112 @@ impl ScriptedVcpu {
     /// Issues a TDCALL as the guest on this vCPU would. RAX = leaf (bits 15:0) and version
     /// (23:16); outputs per leaf. See the module docs for VMCALL and exiting TDCALLs.
     pub fn tdcall(&self, regs: &mut Regs) -> TdxStatus {
-        let s = self.tdcall_inner(regs);
+        let shared = SharedView::Phys(self.shared_base);
+        let s = match guest_tdcall_on(&self.module, self.tdvpr, &shared, regs) {
+            (s, None) => s,
+            (s, Some(exit)) => {
+                let mut st = self.module.lock();
+                if let Some(v) = st.vcpus.get_mut(&self.tdvpr) {
+                    v.exits.push_back(exit);
+                }
+                s
+            }
+        };
         regs.rax = s.raw();
         s
     }
+}
 
-    fn tdcall_inner(&self, regs: &mut Regs) -> TdxStatus {
+/// What a guest TDCALL made through [`EmulatedModule::guest_tdcall`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestTdcall {
+    /// The TDCALL completed in the module with this status (also in RAX); the guest continues
+    /// after the instruction.
+    Done(TdxStatus),
+    /// The TDCALL is a TD exit to the host. For [`EngineExit::Vmcall`] the guest continues
+    /// after the instruction when the host resumes it (the host's answer arrives in the GPRs
+    /// of the next VP.ENTER); for an asynchronous exit (ACCEPT of a GPA the host has not
+    /// AUGed) the guest re-executes the TDCALL after the host resumes it.
+    Exit(EngineExit),
+}
+
+/// How a TDCALL's shared-memory operands (REPORTDATA at a shared GPA) are read.
+pub(crate) enum SharedView<'a> {
+    /// Shared GPAs (without the shared bit) are at `base + GPA` of physical memory.
+    Phys(u64),
+    /// Shared GPAs are read through this callback (GPA without the shared bit, buffer).
+    Reader(&'a (dyn Fn(u64, &mut [u8]) -> bool + Sync)),
+}
+
+impl EmulatedModule {
+    /// A TDCALL issued by the guest on the vCPU whose TDVPR is at `tdvpr`, for an execution
+    /// engine running it (inside TDH.VP.ENTER, with the state mutex released): takes the
+    /// module's state mutex itself. RAX = leaf and version; outputs per leaf, RAX = status.
+    /// Leaves that need the host (TDG.VP.VMCALL, an ACCEPT of a GPA the host has not AUGed)
+    /// return [`GuestTdcall::Exit`] for the engine to end the run with.
+    pub fn guest_tdcall(&self, tdvpr: Hpa, regs: &mut Regs) -> GuestTdcall {
+        self.guest_tdcall_with(tdvpr.raw(), &SharedView::Phys(0), regs)
+    }
+
+    pub(crate) fn guest_tdcall_with(
+        &self,
+        tdvpr: u64,
+        shared: &SharedView<'_>,
+        regs: &mut Regs,
+    ) -> GuestTdcall {
+        let (s, exit) = guest_tdcall_on(self, tdvpr, shared, regs);
+        match exit {
+            None => {
+                regs.rax = s.raw();
+                GuestTdcall::Done(s)
+            }
+            Some(PendingExit::Vmcall { mask, .. }) => {
+                GuestTdcall::Exit(EngineExit::Vmcall { mask })
+            }
+            Some(PendingExit::Async {
+                reason,
+                qual,
+                ext_qual,
+                gpa,
+            }) => GuestTdcall::Exit(EngineExit::Async {
+                exit_reason: reason,
+                exit_qualification: qual,
+                ext_exit_qualification: ext_qual,
+                gpa,
+                intr_info: 0,
+            }),
+        }
+    }
+}
+
+/// One guest TDCALL: its status and, when it is a TD exit, the exit (not queued).
+fn guest_tdcall_on(
+    m: &EmulatedModule,
+    tdvpr: u64,
+    shared: &SharedView<'_>,
+    regs: &mut Regs,
+) -> (TdxStatus, Option<PendingExit>) {
+    let mut g = GuestCall {
+        module: m,
+        tdvpr,
+        shared,
+        exit: None,
+    };
+    let s = g.tdcall_inner(regs);
+    (s, g.exit)
+}
+
+/// The context of one guest TDCALL.
+struct GuestCall<'a> {
+    module: &'a EmulatedModule,
+    tdvpr: u64,
+    shared: &'a SharedView<'a>,
+    /// The TD exit the TDCALL caused, if any.
+    exit: Option<PendingExit>,
+}
+
+impl GuestCall<'_> {
+    fn tdcall_inner(&mut self, regs: &mut Regs) -> TdxStatus {
         let rax = regs.rax;
         if rax >> 24 != 0 {
             return codes::with_operand(StatusCode::OPERAND_INVALID, OperandId::RAX);
@@ -616,7 +772,7 @@ impl ScriptedVcpu {
         if version > max_version {
             return codes::with_operand(StatusCode::OPERAND_INVALID, OperandId::RAX);
         }
-        let m = Arc::clone(&self.module);
+        let m = self.module;
         let mut guard = m.lock();
         let Some((tdr, st)) = running(&mut guard, self.tdvpr) else {
             if let Some(td) = guard
@@ -656,15 +812,14 @@ impl ScriptedVcpu {
     }
 
     /// TDG.VP.VMCALL (`tdg_vp_vmcall.c`): RCX = GPR/XMM select mask.
-    fn tdg_vp_vmcall(&self, st: &mut State, tdr: u64, regs: &mut Regs) -> LeafResult {
+    fn tdg_vp_vmcall(&mut self, st: &mut State, tdr: u64, regs: &mut Regs) -> LeafResult {
         let mask = regs.rcx;
         let no_rbp_mod = st.td(tdr).config.config_flags & 4 != 0;
         let forbidden = 0b1_0011 | if no_rbp_mod { 1 << 5 } else { 0 };
         if mask >> 32 != 0 || mask & forbidden != 0 {
             return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
         }
-        let v = st.vcpus.get_mut(&self.tdvpr).expect("running");
-        v.exits.push_back(PendingExit::Vmcall { regs: *regs, mask });
+        self.exit = Some(PendingExit::Vmcall { regs: *regs, mask });
         Ok(TdxStatus::SUCCESS)
     }
 
@@ -760,8 +915,14 @@ impl ScriptedVcpu {
         }
         let mut report_data = [0u8; 64];
         if data_gpa & sbit != 0 {
-            let pa = self.shared_base.wrapping_add(data_gpa & !sbit);
-            if self.module.mem.read(pa, &mut report_data).is_err() {
+            let ok = match self.shared {
+                SharedView::Phys(base) => {
+                    let pa = base.wrapping_add(data_gpa & !sbit);
+                    self.module.mem.read(pa, &mut report_data).is_ok()
+                }
+                SharedView::Reader(f) => f(data_gpa & !sbit, &mut report_data),
+            };
+            if !ok {
                 return codes::err(StatusCode::OPERAND_INVALID, OperandId::RDX);
             }
         } else {
@@ -770,7 +931,7 @@ impl ScriptedVcpu {
         let Xlate::Mapped(out_hpa) = translate(st.td(tdr), out) else {
             return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
         };
-        let report = build_report(&self.module, st.td(tdr), &report_data);
+        let report = build_report(self.module, st.td(tdr), &report_data);
         let _ = self.module.mem.raw_write(out_hpa, &report);
         Ok(TdxStatus::SUCCESS)
     }
@@ -780,7 +941,7 @@ impl ScriptedVcpu {
     /// PAGE_ALREADY_ACCEPTED (its level in bits 31:0); a table at the requested level →
     /// PAGE_SIZE_MISMATCH (level); a missing table, or a non-accessible leaf (a larger PENDING
     /// page included), or a non-PENDING entry → EPT-violation TD exit (ACCEPT qualification).
-    fn tdg_mem_page_accept(&self, st: &mut State, tdr: u64, regs: &mut Regs) -> LeafResult {
+    fn tdg_mem_page_accept(&mut self, st: &mut State, tdr: u64, regs: &mut Regs) -> LeafResult {
         let raw = regs.rcx;
         if raw & 0xFF8 != 0 || raw >> 52 != 0 || raw & 7 > 2 {
             return codes::err(StatusCode::OPERAND_INVALID, OperandId::RCX);
@@ -849,20 +1010,26 @@ impl ScriptedVcpu {
     /// ACCEPT of a GPA the host has not provided: EPT-violation TD exit with the ACCEPT
     /// extended exit qualification (type 1; info: requested level 2:0, error level 5:3, SEPT
     /// state 13:6, is-leaf 14).
-    fn accept_exit(&self, st: &mut State, gpa: u64, req: u8, level: u8, entry: u64) -> TdxStatus {
+    fn accept_exit(
+        &mut self,
+        st: &mut State,
+        gpa: u64,
+        req: u8,
+        level: u8,
+        entry: u64,
+    ) -> TdxStatus {
         let s = sept::state(entry);
         let info = u64::from(req)
             | (u64::from(level) << 3)
             | ((s.public() & 0xFF) << 6)
             | (u64::from(s.is_leaf()) << 14);
-        if let Some(v) = st.vcpus.get_mut(&self.tdvpr) {
-            v.exits.push_back(PendingExit::Async {
-                reason: EXIT_REASON_EPT_VIOLATION,
-                qual: 2,
-                ext_qual: 1 | (info << 32),
-                gpa,
-            });
-        }
+        let _ = st;
+        self.exit = Some(PendingExit::Async {
+            reason: EXIT_REASON_EPT_VIOLATION,
+            qual: 2,
+            ext_qual: 1 | (info << 32),
+            gpa,
+        });
         TDCALL_EXITED
     }
 }
@@ -945,4 +1112,128 @@ fn build_report(m: &EmulatedModule, td: &Td, report_data: &[u8; 64]) -> [u8; 102
     r[256..495].copy_from_slice(&tcb);
     r[512..1024].copy_from_slice(&info);
     r
+}
+
+/// A TD's private memory as its S-EPT maps it (see [`EmulatedModule::sept_mappings`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeptMappings {
+    /// The S-EPT generation these mappings were read at.
+    pub generation: u64,
+    /// Guest-accessible leaves (MAPPED, or write-blocked) as `(GPA, HPA, size in bytes)`, in
+    /// GPA order.
+    pub pages: Vec<(u64, u64, u64)>,
+}
+
+/// What the module decided for a guest access an engine could not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GuestFault {
+    /// The GPA is mapped now (the engine's view was stale): resync and retry.
+    Retry,
+    /// Deliver #VE (vector 20); VE_INFO is set.
+    Ve,
+    /// #VE while VE_INFO was valid: deliver #DF.
+    DoubleFault,
+    /// A TD exit to the host.
+    Exit(EngineExit),
+    /// The vCPU is not running (TD not RUNNABLE, fatal, or gone).
+    NotRunning,
+}
+
+impl EmulatedModule {
+    /// The S-EPT generation of the TD whose TDR is at `tdr` (changes whenever an S-EPT entry
+    /// does); `None` if there is no such TD.
+    pub fn sept_generation(&self, tdr: Hpa) -> Option<u64> {
+        self.lock().tds.get(&tdr.raw()).map(|td| td.sept.generation)
+    }
+
+    /// The guest-accessible private mappings of the TD whose TDR is at `tdr`, for an execution
+    /// engine that mirrors them; `None` if there is no such TD.
+    pub fn sept_mappings(&self, tdr: Hpa) -> Option<SeptMappings> {
+        let st = self.lock();
+        let td = st.tds.get(&tdr.raw())?;
+        let mut pages: Vec<(u64, u64, u64)> = td
+            .sept
+            .leaves()
+            .into_iter()
+            .filter(|&(_, _, e)| matches!(sept::state(e), St::Mapped | St::BlockedW))
+            .map(|(gpa, level, e)| (gpa, sept::hpa(e), 1u64 << (12 + 9 * u32::from(level))))
+            .collect();
+        pages.sort_unstable();
+        Some(SeptMappings {
+            generation: td.sept.generation,
+            pages,
+        })
+    }
+
+    /// `(GPAW is 52, ATTRIBUTES)` of the TD whose TDR is at `tdr`.
+    pub(crate) fn td_gpaw_attributes(&self, tdr: u64) -> Option<(bool, u64)> {
+        let st = self.lock();
+        let td = st.tds.get(&tdr)?;
+        Some((td.config.gpaw52, td.config.attributes))
+    }
+
+    /// Records a #VE for the vCPU: sets VE_INFO, or reports #DF when it is still valid.
+    pub(crate) fn guest_raise_ve(&self, tdvpr: u64, info: super::state::VeInfoState) -> GuestFault {
+        let mut st = self.lock();
+        let Some(v) = st.vcpus.get_mut(&tdvpr) else {
+            return GuestFault::NotRunning;
+        };
+        if v.ve_info.valid {
+            return GuestFault::DoubleFault;
+        }
+        v.ve_info = super::state::VeInfoState {
+            valid: true,
+            ..info
+        };
+        GuestFault::Ve
+    }
+
+    /// A guest access to `gpa` that the engine found unbacked (`td_ept_violation.c`): a mapped
+    /// private GPA → retry (stale view); a pending one → #VE (EPT-violation exit when the TD
+    /// disabled #VE for S-EPT violations), #DF if VE_INFO is still valid; any other private
+    /// GPA → EPT-violation exit for the host to AUG; a shared GPA (MMIO) → #VE.
+    /// `qual` is the EPT-violation qualification of the access (1 read, 2 write, 4 fetch).
+    pub(crate) fn guest_ept_violation(&self, tdvpr: u64, gpa: u64, qual: u64) -> GuestFault {
+        let mut st = self.lock();
+        let Some((tdr, st)) = running(&mut st, tdvpr) else {
+            return GuestFault::NotRunning;
+        };
+        let td = st.td(tdr);
+        let exit = EngineExit::Async {
+            exit_reason: EXIT_REASON_EPT_VIOLATION,
+            exit_qualification: qual,
+            ext_exit_qualification: 0,
+            gpa,
+            intr_info: 0,
+        };
+        let shared = gpa & shared_bit(td) != 0;
+        if !shared {
+            match translate(td, gpa) {
+                Xlate::Mapped(_) => return GuestFault::Retry,
+                Xlate::NotMapped => return GuestFault::Exit(exit),
+                Xlate::Pending => {
+                    if td.config.attributes & (1 << 28) != 0 || td.td_ctls & 1 != 0 {
+                        return GuestFault::Exit(exit);
+                    }
+                }
+            }
+        }
+        let Some(v) = st.vcpus.get_mut(&tdvpr) else {
+            return GuestFault::NotRunning;
+        };
+        if v.ve_info.valid {
+            return GuestFault::DoubleFault;
+        }
+        v.ve_info = super::state::VeInfoState {
+            valid: true,
+            exit_reason: EXIT_REASON_EPT_VIOLATION,
+            exit_qualification: qual,
+            gla: gpa,
+            gpa,
+            eptp_index: 0,
+            instruction_length: 0,
+            instruction_info: 0,
+        };
+        GuestFault::Ve
+    }
 }

@@ -421,6 +421,40 @@ pub(crate) fn tdh_mem_page_aug(
 }
 
 /// The PAMT BEPOCH of the page an entry maps (leaf page or child S-EPT page).
+/// PAGE.REMOVE / SEPT.REMOVE in a TD that needs TLB tracking: the entry must be blocked
+/// (`blocked`), else GPA_RANGE_NOT_BLOCKED, and its blocking epoch tracked, else
+/// TLB_TRACKING_NOT_DONE (both with the SEPT entry details in RCX/RDX).
+fn require_blocked_and_tracked(
+    st: &State,
+    tdr: u64,
+    blocked: bool,
+    regs: &mut Regs,
+    level: u8,
+    entry: u64,
+) -> Result<(), TdxStatus> {
+    let td = st.td(tdr);
+    if !tracking_required(td.op_state) {
+        return Ok(());
+    }
+    if !blocked {
+        return Err(sept_fail(
+            regs,
+            StatusCode::GPA_RANGE_NOT_BLOCKED,
+            level,
+            entry,
+        ));
+    }
+    if !td.is_tracked(bepoch_of(st, entry)) {
+        return Err(sept_fail(
+            regs,
+            StatusCode::TLB_TRACKING_NOT_DONE,
+            level,
+            entry,
+        ));
+    }
+    Ok(())
+}
+
 fn bepoch_of(st: &State, entry: u64) -> u64 {
     st.pamt_of(sept::hpa(entry)).map_or(0, |e| e.bepoch)
 }
@@ -592,25 +626,14 @@ pub(crate) fn tdh_mem_page_remove(
         Mode::Exclusive,
         OperandId::RCX,
     )?;
-    let td = st.td(tdr);
-    if tracking_required(td.op_state) {
-        if !matches!(s, St::Blocked | St::PendingBlocked) {
-            return Err(sept_fail(
-                regs,
-                StatusCode::GPA_RANGE_NOT_BLOCKED,
-                level,
-                t.entry,
-            ));
-        }
-        if !td.is_tracked(bepoch_of(st, t.entry)) {
-            return Err(sept_fail(
-                regs,
-                StatusCode::TLB_TRACKING_NOT_DONE,
-                level,
-                t.entry,
-            ));
-        }
-    }
+    require_blocked_and_tracked(
+        st,
+        tdr,
+        matches!(s, St::Blocked | St::PendingBlocked),
+        regs,
+        level,
+        t.entry,
+    )?;
     let n = pages_of(level);
     st.set_pages(&m.mem, page, n, pt::NDA, 0, 0);
     st.chld_sub(tdr, n);
@@ -650,27 +673,10 @@ pub(crate) fn tdh_mem_sept_remove(
             t.entry,
         ));
     }
-    let td = st.td(tdr);
-    if tracking_required(td.op_state) {
-        if s != St::NlBlocked {
-            return Err(sept_fail(
-                regs,
-                StatusCode::GPA_RANGE_NOT_BLOCKED,
-                level,
-                t.entry,
-            ));
-        }
-        if !td.is_tracked(bepoch_of(st, t.entry)) {
-            return Err(sept_fail(
-                regs,
-                StatusCode::TLB_TRACKING_NOT_DONE,
-                level,
-                t.entry,
-            ));
-        }
-    }
+    require_blocked_and_tracked(st, tdr, s == St::NlBlocked, regs, level, t.entry)?;
     let child = sept::hpa(t.entry);
-    let all_free = td
+    let all_free = st
+        .td(tdr)
         .sept
         .tables
         .get(&child)

@@ -74,10 +74,15 @@
 //!   [`EmulatedModule::locks_held`], [`EmulatedModule::set_engine`] with the
 //!   [`ExecutionEngine`] seam, [`FaultInjector::pause_in_lock_window`],
 //!   [`ScriptedVcpu::take_vmcall_response`], [`PhysicalMemory::is_poisoned`].
+//! * Engines: TDH.VP.ENTER runs its engine with the state mutex released (see [`guest`]);
+//!   guest TDCALLs enter through [`EmulatedModule::guest_tdcall`]; engines that mirror guest
+//!   memory read [`EmulatedModule::sept_mappings`] / [`EmulatedModule::sept_generation`].
+//!   [`kvm::KvmEngine`] runs real guest code under KVM.
 
 pub(crate) mod codes;
 pub mod guest;
 mod invariants;
+pub mod kvm;
 pub(crate) mod locks;
 mod mem;
 pub mod phys;
@@ -93,8 +98,8 @@ use tdx_abi::call::{Regs, Seamcall};
 use tdx_abi::status::TdxStatus;
 
 pub use guest::{
-    EngineError, EngineExit, EngineVcpu, ExecutionEngine, GuestAccessFault, ScriptedEngine,
-    ScriptedVcpu, TdEngineConfig,
+    EngineError, EngineExit, EngineVcpu, ExecutionEngine, GuestAccessFault, GuestTdcall,
+    ScriptedEngine, ScriptedVcpu, SeptMappings, TdEngineConfig,
 };
 pub use locks::{Fault, FaultInjector};
 pub use phys::{PhysMemError, PhysicalMemory};
@@ -276,6 +281,17 @@ pub(crate) struct Ctx {
     /// Effects that happen when the leaf ends (after its lock window), e.g. the end of the
     /// guest run of a TDH.VP.ENTER.
     pub(crate) on_exit: Vec<OnExit>,
+    /// Set by TDH.VP.ENTER: the guest run that happens in the lock window.
+    pub(crate) run: Option<RunRequest>,
+}
+
+/// A guest run requested by TDH.VP.ENTER (performed with the state mutex released).
+#[derive(Debug)]
+pub(crate) struct RunRequest {
+    pub(crate) tdr: u64,
+    pub(crate) tdvpr: u64,
+    /// The guest GPRs, handed to the engine and stored back when the run ends.
+    pub(crate) gprs: [u64; 16],
 }
 
 /// A deferred end-of-leaf effect.
@@ -500,6 +516,7 @@ impl EmulatedModule {
             version,
             held: Held::default(),
             on_exit: Vec::new(),
+            run: None,
         };
         let result = {
             let mut st = self.lock();
@@ -532,12 +549,22 @@ impl EmulatedModule {
             }
             r
         };
+        // TDH.VP.ENTER: the guest runs with the mutex released and the leaf's locks held.
+        let mut run = ctx.run.take();
+        let exit = match (&result, run.as_mut()) {
+            (Ok(_), Some(run)) => Some(guest::run_engine(self, run)),
+            _ => None,
+        };
         // The locks stay held for a short window after the effects (see `locks`).
         self.faults.maybe_pause(leaf_no);
         if self.in_flight.load(Ordering::SeqCst) > 1 {
             std::thread::yield_now();
         }
         let mut st = self.lock();
+        let result = match (run, exit) {
+            (Some(run), Some(exit)) => guest::finish_vp_enter(&mut st, &run, exit, regs),
+            _ => result,
+        };
         for e in ctx.on_exit.drain(..) {
             e.apply(&mut st);
         }

@@ -164,6 +164,8 @@ pub(crate) struct Sept {
     pub(crate) root: u64,
     /// Level of the root table (3 for 4-level, 4 for 5-level).
     pub(crate) root_level: u8,
+    /// Bumped by every entry write (execution engines skip their resync when unchanged).
+    pub(crate) generation: u64,
 }
 
 /// Result of a walk towards the entry at a level.
@@ -211,6 +213,7 @@ impl Sept {
     pub(crate) fn set(&mut self, table: u64, idx: usize, value: u64) {
         if let Some(t) = self.tables.get_mut(&table) {
             t[idx] = value;
+            self.generation = self.generation.wrapping_add(1);
         }
     }
 

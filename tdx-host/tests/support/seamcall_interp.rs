@@ -13,31 +13,13 @@ use std::sync::Arc;
 
 use tdx_abi::call::{Regs, Seamcall};
 use tdx_abi::status::{StatusCode, TdxStatus};
-use tdx_host::driver::module::{LogicalCpu, PlatformDesc, RetryPolicy};
+use tdx_host::driver::emulated_glue::init_driver;
+use tdx_host::driver::module::RetryPolicy;
 use tdx_host::driver::td::encode_td_params;
-use tdx_host::driver::{HostMemory, HostMemoryError, TdConfig, TdxModule};
+use tdx_host::driver::{EmulatedTdxModule, TdConfig};
 use tdx_host::emulated::{
     EmulatedModule, KotState, LogicalProcessor, PamtPageType, PlatformConfig,
 };
-
-/// Host physical memory of the emulated platform, for the driver.
-pub struct Phys(pub Arc<EmulatedModule>);
-
-impl HostMemory for Phys {
-    fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), HostMemoryError> {
-        let len = buf.len();
-        self.0
-            .physical_memory()
-            .read(pa, buf)
-            .map_err(|_| HostMemoryError { pa, len })
-    }
-    fn write(&self, pa: u64, buf: &[u8]) -> Result<(), HostMemoryError> {
-        self.0
-            .physical_memory()
-            .write(pa, buf)
-            .map_err(|_| HostMemoryError { pa, len: buf.len() })
-    }
-}
 
 /// A source of input bytes (fuzz data or a PRNG). `None` ends the sequence.
 pub trait ByteSource {
@@ -129,7 +111,7 @@ pub struct Harness {
     /// The emulated module.
     pub m: Arc<EmulatedModule>,
     /// Kept alive for its frame allocator (the pool pages are allocated from it).
-    pub module: TdxModule<LogicalProcessor, Phys>,
+    pub module: EmulatedTdxModule,
     /// Every logical processor.
     pub lps: Vec<LogicalProcessor>,
     /// The page pool (TDR/TDCX/TDVPR/SEPT/data candidates).
@@ -161,25 +143,7 @@ impl Harness {
         })
         .expect("emulated platform");
         let lps: Vec<LogicalProcessor> = (0..m.num_lps()).map(|i| m.lp(i).unwrap()).collect();
-        let cpus = lps
-            .iter()
-            .map(|lp| LogicalCpu {
-                seamcall: lp.clone(),
-                package: m.package_of(lp.index()),
-            })
-            .collect();
-        let desc = PlatformDesc {
-            usable_ranges: m
-                .physical_memory()
-                .cmrs()
-                .iter()
-                .map(|&(b, s)| (b, b + s))
-                .collect(),
-            first_tdx_hkid: FIRST_HKID,
-            num_tdx_hkids: NUM_HKIDS,
-            hkid_shift: m.hkid_shift(),
-        };
-        let module = TdxModule::init(cpus, Phys(m.clone()), &desc, RetryPolicy::default())
+        let module = init_driver(&m, FIRST_HKID, NUM_HKIDS, RetryPolicy::default())
             .expect("driver bring-up");
         let (pool, td_params, source) = {
             let mut frames = module.frames();
