@@ -26,10 +26,11 @@
 //!   [`SHARED_MASK`] clear) is a pending page: TDG.MEM.PAGE.ACCEPT of its 4 KiB page (already
 //!   accepted is fine), count it in [`VE_COUNT`], return to retry. Anything else is fatal.
 //! * `#DF` (8), `#PF` (14): fatal.
-//! * `int 0x80` (DPL 3): the TDCALL gate; executes `tdcall` with the caller's registers and
+//! * `#UD` at the body's `td_gate_ud2` from CPL 3 is the TDCALL gate (a CPL-3 `int n` raises
+//!   #UD under PVM): skips the `ud2`, executes `tdcall` with the caller's registers and
 //!   returns them (RSP is the only register a TDCALL never uses).
 //!
-//! Fatal means TDVMCALL<ReportFatalError> with R12 = vector, R13 = 0 and a fixed message,
+//! Fatal means TDVMCALL<ReportFatalError> with R12 = faulting RIP << 8 | vector, R13 = 0 and a fixed message,
 //! then a spin (the VMM stops the TD).
 
 use core::sync::atomic::AtomicU64;
@@ -63,6 +64,9 @@ struct Stacks<const N: usize>([u8; N]);
 static mut KSTACKS: Stacks<{ KSTACK_SIZE * MAX_CPUS }> = Stacks([0; KSTACK_SIZE * MAX_CPUS]);
 /// Ring-3 stacks, [`USTACK_SIZE`] per vCPU.
 static mut USTACKS: Stacks<{ USTACK_SIZE * MAX_CPUS }> = Stacks([0; USTACK_SIZE * MAX_CPUS]);
+
+/// Vector of the TDCALL gate (DPL 3).
+pub const GATE_VECTOR: u8 = 0x81;
 
 /// GDT selectors.
 const KCODE: u64 = 0x08;
@@ -98,7 +102,7 @@ core::arch::global_asm!(
     "td_tss:",
     ".fill {max_cpus} * 16, 8, 0", // 128 bytes per vCPU (104 used)
     "td_fatal_msg:",
-    ".ascii \"td-payload: fatal CPU exception (vector in R12)\"",
+    ".ascii \"td-payload: fatal CPU exception (R12 = RIP<<8|vector)\"",
     ".fill 64, 1, 0",
     // ---------------------------------------------------------------- entry
     ".section .text.entry,\"ax\"",
@@ -197,7 +201,7 @@ core::arch::global_asm!(
     "lea rsi, [rip + td_ve]",
     "mov edx, 0x8E",
     "call td_set_gate",
-    "mov edi, 0x80",
+    "mov edi, {gate_vec}",
     "lea rsi, [rip + td_gate]",
     "mov edx, 0xEE",
     "call td_set_gate",
@@ -247,14 +251,30 @@ core::arch::global_asm!(
     ".balign 16",
     "td_ud:",
     "out 0xDD, al", // the #UD forward: must stay the first instruction
+    // The TDCALL gate: the body's `ud2` at td_gate_ud2, from CPL 3.
+    "push rax",
+    "lea rax, [rip + td_gate_ud2]",
+    "cmp rax, [rsp + 8]",
+    "jne 8f",
+    "test byte ptr [rsp + 16], 3",
+    "jz 8f",
+    "pop rax",
+    "add qword ptr [rsp], 2",
+    ".byte 0x66, 0x0f, 0x01, 0xcc",
+    "iretq",
+    "8:",
+    "pop rax",
+    "mov rsi, [rsp]",
     "mov edi, 6",
     "jmp td_fatal",
     ".balign 16",
     "td_df:",
+    "mov rsi, [rsp + 8]",
     "mov edi, 8",
     "jmp td_fatal",
     ".balign 16",
     "td_pf:",
+    "mov rsi, [rsp + 8]",
     "mov edi, 14",
     "jmp td_fatal",
     ".balign 16",
@@ -275,6 +295,7 @@ core::arch::global_asm!(
     "iretq",
     "4:",
     "pop rax",
+    "mov rsi, [rsp + 8]",
     "mov edi, 13",
     "jmp td_fatal",
     ".balign 16",
@@ -322,6 +343,7 @@ core::arch::global_asm!(
     "pop rax",
     "iretq",
     "6:",
+    "mov rsi, [rsp + 80]",
     "mov edi, 20",
     "jmp td_fatal",
     ".balign 16",
@@ -329,9 +351,12 @@ core::arch::global_asm!(
     "td_gate:",
     ".byte 0x66, 0x0f, 0x01, 0xcc",
     "iretq",
-    // td_fatal(edi = vector): TDVMCALL<ReportFatalError>, then spin.
+    // td_fatal(edi = vector, rsi = faulting RIP): TDVMCALL<ReportFatalError> with
+    // R12 = RIP << 8 | vector, then spin.
     "td_fatal:",
-    "mov r12, rdi",
+    "mov r12, rsi",
+    "shl r12, 8",
+    "or r12, rdi",
     "xor r13d, r13d",
     "lea rax, [rip + td_fatal_msg]",
     "mov r14, [rax]",
@@ -368,4 +393,5 @@ core::arch::global_asm!(
     udata = const UDATA,
     ucode = const UCODE,
     tss0 = const TSS0,
+    gate_vec = const GATE_VECTOR,
 );
