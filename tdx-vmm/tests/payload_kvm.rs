@@ -28,17 +28,20 @@ fn kvm_backend() -> Option<EmulatedBackend> {
     }
 }
 
-#[test]
-fn example_payload_runs_every_check_and_exits_cleanly() {
-    let Some(backend) = kvm_backend() else { return };
+/// Launches the payload (16 MiB, optionally with a virtio-blk disk holding `disk`) and
+/// checks the common results; returns the console and the summary line.
+fn run_payload(disk: Option<&[u8]>) -> Option<(String, String)> {
+    let backend = kvm_backend()?;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("payload.elf"), tdx_payloads::TD_PAYLOAD_ELF).unwrap();
     let toml = dir.path().join("td.toml");
-    std::fs::write(
-        &toml,
-        "memory = \"32M\"\npayload = \"payload.elf\"\n[td]\nsept_ve_disable = false\n",
-    )
-    .unwrap();
+    let mut text =
+        "memory = \"16M\"\npayload = \"payload.elf\"\n[td]\nsept_ve_disable = false\n".to_string();
+    if let Some(d) = disk {
+        std::fs::write(dir.path().join("disk.img"), d).unwrap();
+        text.push_str("[[disk]]\npath = \"disk.img\"\n");
+    }
+    std::fs::write(&toml, text).unwrap();
     let plan = tdx_vmm::image::build_plan(&TdConfig::from_file(&toml).unwrap()).unwrap();
     let o = LaunchOptions {
         quiet: true,
@@ -47,6 +50,7 @@ fn example_payload_runs_every_check_and_exits_cleanly() {
     };
     let out = vmm::launch(&backend, &plan, &o).expect("launch");
     let console = String::from_utf8_lossy(&out.console).into_owned();
+    eprintln!("payload console:\n{console}");
     assert_eq!(out.status, ExitStatus::Exited(0), "console:\n{console}");
     let summary = console
         .lines()
@@ -71,5 +75,34 @@ fn example_payload_runs_every_check_and_exits_cleanly() {
         field("rtmr2"),
         hex,
         "RTMR[2] printed vs the report the VMM received"
+    );
+    assert!(
+        field("accepted_pages").parse::<u64>().unwrap() > 0,
+        "{summary}"
+    );
+    let summary = summary.to_string();
+    Some((console, summary))
+}
+
+#[test]
+fn example_payload_runs_every_check_and_exits_cleanly() {
+    let Some((_, summary)) = run_payload(None) else {
+        return;
+    };
+    assert!(summary.contains(" blk=none "), "{summary}");
+}
+
+#[test]
+fn example_payload_drives_virtio_blk_through_request_mmio() {
+    let mut disk = b"payload disk #0!".to_vec();
+    disk.resize(64 * 1024, 0xEE);
+    let Some((console, summary)) = run_payload(Some(&disk)) else {
+        return;
+    };
+    assert!(summary.contains(" blk=ok "), "{summary}");
+    let hex: String = disk[..16].iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        console.contains(&format!("sector0[0..16]={hex} ")),
+        "sector 0 bytes not printed:\n{console}"
     );
 }

@@ -373,6 +373,28 @@ fn bsp_main() -> ! {
     }
     let _ = println!("td-payload: CPL-3 tdcall raised #GP");
 
+    // virtio-blk (issue 8): queue in pool page 2, data in page 3, write pattern in page 4.
+    let page = |i: usize| crate::virtio::SharedPage {
+        va: pool_va[i],
+        gpa: pool + i as u64 * 4096,
+    };
+    let blk = match check!(
+        crate::virtio::run(shared, page(2), page(3), page(4)),
+        "virtio-blk"
+    ) {
+        crate::virtio::BlkOutcome::NoDevice => {
+            let _ = println!("td-payload: virtio-blk: no device");
+            "none"
+        }
+        crate::virtio::BlkOutcome::Ok(first) => {
+            let _ = println!(
+                "td-payload: virtio-blk sector0[0..16]={} sector1 write/read-back ok",
+                hex(&first)
+            );
+            "ok"
+        }
+    };
+
     // SMP: wait (bounded) for every AP's line.
     let aps = info.num_vcpus.clamp(1, crate::ring0::MAX_CPUS as u32) as u64 - 1;
     let want = ((1u64 << (aps + 1)) - 1) & !1;
@@ -389,11 +411,12 @@ fn bsp_main() -> ! {
     }
 
     let _ = println!(
-        "td-payload: summary ok=1 accepted_pages={} ve_count={} gp_count={} aps={} rtmr2={} reportdata={}",
+        "td-payload: summary ok=1 accepted_pages={} ve_count={} gp_count={} aps={} blk={} rtmr2={} reportdata={}",
         accepted_pages,
         VE_COUNT.load(Ordering::SeqCst),
         gp_count,
         aps,
+        blk,
         hex(&rtmr2),
         hex(&reportdata)
     );

@@ -6,7 +6,7 @@ use core::mem::offset_of;
 use tdx_abi::call::{Regs, Tdcall};
 use tdx_abi::status::TdxStatus;
 
-/// TDCALL from ring 3 through the `int 0x80` gate installed by [`crate::ring0`].
+/// TDCALL from ring 3 through the `ud2` gate that the #UD handler of [`crate::ring0`] serves.
 #[derive(Clone, Copy, Debug)]
 pub struct GateTdcall;
 

@@ -65,9 +65,6 @@ static mut KSTACKS: Stacks<{ KSTACK_SIZE * MAX_CPUS }> = Stacks([0; KSTACK_SIZE 
 /// Ring-3 stacks, [`USTACK_SIZE`] per vCPU.
 static mut USTACKS: Stacks<{ USTACK_SIZE * MAX_CPUS }> = Stacks([0; USTACK_SIZE * MAX_CPUS]);
 
-/// Vector of the TDCALL gate (DPL 3).
-pub const GATE_VECTOR: u8 = 0x81;
-
 /// GDT selectors.
 const KCODE: u64 = 0x08;
 const KDATA: u64 = 0x10;
@@ -200,10 +197,6 @@ core::arch::global_asm!(
     "mov edi, 20",
     "lea rsi, [rip + td_ve]",
     "mov edx, 0x8E",
-    "call td_set_gate",
-    "mov edi, {gate_vec}",
-    "lea rsi, [rip + td_gate]",
-    "mov edx, 0xEE",
     "call td_set_gate",
     "lidt [rip + td_idtr]",
     // iretq into the body at CPL 3: SS, RSP, RFLAGS (IF=0, IOPL=0), CS, RIP.
@@ -346,11 +339,6 @@ core::arch::global_asm!(
     "mov rsi, [rsp + 80]",
     "mov edi, 20",
     "jmp td_fatal",
-    ".balign 16",
-    // The TDCALL gate: the caller's registers are the TDCALL's.
-    "td_gate:",
-    ".byte 0x66, 0x0f, 0x01, 0xcc",
-    "iretq",
     // td_fatal(edi = vector, rsi = faulting RIP): TDVMCALL<ReportFatalError> with
     // R12 = RIP << 8 | vector, then spin.
     "td_fatal:",
@@ -393,5 +381,4 @@ core::arch::global_asm!(
     udata = const UDATA,
     ucode = const UCODE,
     tss0 = const TSS0,
-    gate_vec = const GATE_VECTOR,
 );
