@@ -1,7 +1,8 @@
 //! The ring-3 body: ordinary `no_std` Rust, every TDCALL through [`GateTdcall`].
 //!
 //! The BSP runs the checks of issue 5 in order and prints one machine-readable summary line
-//! (`td-payload: summary ok=1 accepted_pages=.. ve_count=.. gp_count=.. rtmr2=.. reportdata=..`),
+//! (`td-payload: summary ok=1 accepted_pages=.. ve_count=.. gp_count=.. ve_test=ran|skipped aps=..
+//! blk=ok|none rtmr2=.. reportdata=..`),
 //! then writes exit status 0 to port 0x501. APs print one line, raise a flag and halt. Any
 //! failure goes to [`fatal`]: TDVMCALL<ReportFatalError> with the message.
 
@@ -361,7 +362,17 @@ fn bsp_main() -> ! {
     let _ = println!("td-payload: GetQuote accepted, buffer status {quote_status:#x}");
 
     round_trip(shared);
-    ve_test(shared);
+    // With SEPT_VE_DISABLE a pending-page access is a TD exit, not a #VE: nothing to test.
+    let ve_test_ran = if info
+        .attributes
+        .contains(tdx_abi::attributes::TdAttributes::SEPT_VE_DISABLE)
+    {
+        let _ = println!("td-payload: SEPT_VE_DISABLE set: #VE test skipped");
+        false
+    } else {
+        ve_test(shared);
+        true
+    };
 
     let gp_before = GP_COUNT.load(Ordering::SeqCst);
     tdcall_at_cpl3();
@@ -411,10 +422,11 @@ fn bsp_main() -> ! {
     }
 
     let _ = println!(
-        "td-payload: summary ok=1 accepted_pages={} ve_count={} gp_count={} aps={} blk={} rtmr2={} reportdata={}",
+        "td-payload: summary ok=1 accepted_pages={} ve_count={} gp_count={} ve_test={} aps={} blk={} rtmr2={} reportdata={}",
         accepted_pages,
         VE_COUNT.load(Ordering::SeqCst),
         gp_count,
+        if ve_test_ran { "ran" } else { "skipped" },
         aps,
         blk,
         hex(&rtmr2),
