@@ -149,9 +149,10 @@ fn ap_main(cpu: u64) -> ! {
     }
 }
 
-/// Accepts `[start, start + length)` (4 KiB-aligned), 2 MiB at a time where aligned;
-/// returns the 4 KiB pages accepted.
-fn accept_range(start: u64, length: u64) -> u64 {
+/// Accepts `[start, start + length)` (4 KiB-aligned), 2 MiB at a time where aligned while
+/// the module takes 2 MiB accepts (`try_2m`, cleared on the first refusal); returns the
+/// 4 KiB pages accepted and how many of them were accepted 2 MiB at a time.
+fn accept_range(start: u64, length: u64, try_2m: &mut bool) -> (u64, u64) {
     const K4: u64 = 4096;
     const M2: u64 = 2 << 20;
     if !start.is_multiple_of(K4) || !length.is_multiple_of(K4) {
@@ -166,16 +167,18 @@ fn accept_range(start: u64, length: u64) -> u64 {
     };
     let mut gpa = start;
     let mut pages = 0;
+    let mut pages_2m = 0;
     while gpa < end {
-        if gpa.is_multiple_of(M2) && end - gpa >= M2 {
+        if *try_2m && gpa.is_multiple_of(M2) && end - gpa >= M2 {
             match tdg::tdg_mem_page_accept(&GateTdcall, Gpa(gpa), EptLevel::Pd) {
                 Ok(_) => {
                     gpa += M2;
                     pages += M2 / K4;
+                    pages_2m += M2 / K4;
                     continue;
                 }
-                // Fall back to 4 KiB pages (e.g. the host mapped this range at 4 KiB).
-                Err(AcceptError::Tdcall(_)) | Err(AcceptError::Operand(_)) => {}
+                // Fall back to 4 KiB pages (e.g. the host maps private memory at 4 KiB).
+                Err(AcceptError::Tdcall(_)) | Err(AcceptError::Operand(_)) => *try_2m = false,
             }
         }
         check!(
@@ -185,7 +188,7 @@ fn accept_range(start: u64, length: u64) -> u64 {
         gpa += K4;
         pages += 1;
     }
-    pages
+    (pages, pages_2m)
 }
 
 /// Maps PT slot `slot` of the shared-alias window to the shared alias of `gpa`; returns the VA.
@@ -288,11 +291,15 @@ fn bsp_main() -> ! {
             ranges.len()
         ));
     }
-    let mut accepted_pages = 0;
+    let (mut accepted_pages, mut pages_2m, mut try_2m) = (0, 0, true);
     for &(start, length) in &ranges[..n_ranges] {
-        accepted_pages += accept_range(start, length);
+        let (p, p2) = accept_range(start, length, &mut try_2m);
+        accepted_pages += p;
+        pages_2m += p2;
     }
-    let _ = println!("td-payload: accepted {accepted_pages} pages in {n_ranges} ranges");
+    let _ = println!(
+        "td-payload: accepted {accepted_pages} pages in {n_ranges} ranges ({pages_2m} by 2 MiB accepts)"
+    );
 
     // The shared bounce pool.
     install_alias_window();
