@@ -1,95 +1,73 @@
-//! Builds `examples/td-payload` (its own cargo workspace) with a nested `cargo build --release`
-//! for `x86_64-unknown-linux-gnu` as a static, non-PIE, no_std ELF linked by `link.ld`, into a
-//! target directory under OUT_DIR, and copies the ELF to `$OUT_DIR/td-payload.elf`.
-
-use std::env;
+//! Builds `examples/td-payload` (its own cargo workspace, `no_std`, `panic = "abort"`) for
+//! the host's x86-64 target as a static, non-PIE ELF linked with its linker script, and copies
+//! it to OUT_DIR/td-payload.elf. Uses the same cargo and rustc as the outer build; the nested
+//! build has its own target directory under OUT_DIR.
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
-    let payload_dir = manifest_dir.join("../td-payload");
-    let payload_dir = payload_dir
-        .canonicalize()
-        .unwrap_or_else(|e| panic!("payload sources {}: {e}", payload_dir.display()));
-    let abi_dir = manifest_dir.join("../../tdx-abi");
-
-    for p in ["Cargo.toml", "Cargo.lock", "link.ld", "src"] {
-        println!("cargo:rerun-if-changed={}", payload_dir.join(p).display());
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let payload = manifest.join("../td-payload");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
+    for f in ["Cargo.toml", "Cargo.lock", "link.ld", "src"] {
+        println!("cargo:rerun-if-changed={}", payload.join(f).display());
     }
-    for p in ["Cargo.toml", "src"] {
-        println!("cargo:rerun-if-changed={}", abi_dir.join(p).display());
+    for f in ["src", "Cargo.toml"] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            manifest.join("../../tdx-abi").join(f).display()
+        );
     }
-
-    let linker_script = payload_dir.join("link.ld");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target_dir = out.join("td-payload-target");
+    let link_ld = payload.join("link.ld");
     let flags = [
-        "-C".to_string(),
-        "relocation-model=static".to_string(),
-        "-C".to_string(),
-        "link-arg=-nostartfiles".to_string(),
-        "-C".to_string(),
-        "link-arg=-nostdlib".to_string(),
-        "-C".to_string(),
-        "link-arg=-static".to_string(),
-        "-C".to_string(),
-        "link-arg=-no-pie".to_string(),
-        "-C".to_string(),
-        format!("link-arg=-Wl,-T,{}", linker_script.display()),
-        "-C".to_string(),
-        "link-arg=-Wl,--build-id=none".to_string(),
-    ];
-    let target = "x86_64-unknown-linux-gnu";
-    let target_dir = out_dir.join("td-payload-target");
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-
+        "-C",
+        "relocation-model=static",
+        "-C",
+        "link-arg=-nostartfiles",
+        "-C",
+        "link-arg=-nostdlib",
+        "-C",
+        "link-arg=-static",
+        "-C",
+        "link-arg=-no-pie",
+        "-C",
+        &format!("link-arg=-Wl,-T,{}", link_ld.display()),
+        "-C",
+        "link-arg=-Wl,--build-id=none",
+    ]
+    .join("\u{1f}");
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&payload_dir)
-        .arg("build")
-        .arg("--release")
-        .arg("--locked")
-        .arg("--target")
-        .arg(target)
-        .arg("--manifest-path")
-        .arg(payload_dir.join("Cargo.toml"))
+    cmd.current_dir(&payload)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
-        .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
-    // The outer build's settings must not leak into the nested one (clippy's driver, the
-    // outer target's flags, the outer target dir, coverage/profile wrappers).
-    for var in [
+        .env("CARGO_ENCODED_RUSTFLAGS", flags);
+    // The outer build's settings must not leak into the payload's.
+    for v in [
         "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
         "RUSTC_WRAPPER",
         "RUSTC_WORKSPACE_WRAPPER",
         "CARGO_TARGET_DIR",
         "CARGO_BUILD_TARGET",
-        "CARGO_BUILD_RUSTFLAGS",
         "CARGO_PROFILE_RELEASE_PANIC",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
+        "CARGO_PROFILE_DEV_PANIC",
     ] {
-        cmd.env_remove(var);
+        cmd.env_remove(v);
     }
-    for (k, _) in env::vars_os() {
-        if let Some(k) = k.to_str() {
-            if k.starts_with("CARGO_TARGET_") && k.ends_with("_RUSTFLAGS") {
-                cmd.env_remove(k);
-            }
-        }
-    }
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("running the nested cargo build of td-payload: {e}"));
-    if !status.success() {
-        panic!(
-            "nested cargo build of {} failed: {status}",
-            payload_dir.display()
-        );
-    }
-    let elf = target_dir.join(target).join("release").join("td-payload");
-    let dst = out_dir.join("td-payload.elf");
-    std::fs::copy(&elf, &dst)
-        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", elf.display(), dst.display()));
+    let status = cmd.status().expect("run cargo for examples/td-payload");
+    assert!(
+        status.success(),
+        "building examples/td-payload failed ({status})"
+    );
+    let elf = target_dir.join("x86_64-unknown-linux-gnu/release/td-payload");
+    std::fs::copy(&elf, out.join("td-payload.elf")).expect("copy the payload ELF");
 }

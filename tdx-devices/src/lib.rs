@@ -25,6 +25,7 @@ pub mod memory;
 pub mod mmio;
 pub mod queue;
 pub mod vhost_user;
+pub mod vhost_user_mmio;
 
 pub use interrupt::{Interrupt, InterruptKind};
 pub use memory::GuestMemoryProvider;

@@ -21,9 +21,10 @@
 //! * **measured build per page**: TDH.MEM.PAGE.ADD + 16 × TDH.MR.EXTEND through the backend vs
 //!   SHA-384 of the same 6,272 bytes (`sha2`).
 //! * **TDMR/PAMT plan for 4 TiB** (64 regions with holes, 64 TDMRs) vs sorting the regions.
-//!
-//! virtio-blk throughput needs a guest virtio driver and is measured by the example payload's
-//! run and by `cargo bench -p tdx-devices --bench blk` (device vs pread/pwrite), not here.
+//! * **virtio-blk read per request at 4 KiB and 64 KiB**: the same polled virtio-mmio driver
+//!   (`guests/blk_bench.s`, assembled by build.rs) in both VMs — in the TD with MMIO through
+//!   TDG.VP.VMCALL and the queue and buffers in MapGPA'd shared memory, in the plain VM with
+//!   ordinary MMIO exits to the same `tdx-devices` virtio-blk (normal-VM mode).
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -329,6 +330,17 @@ fn run_td(backend: &EmulatedBackend, code: &[u8], what: &str) -> Result<Timing, 
 
 /// One plain KVM VM run of `code` (same page tables and entry state).
 fn run_plain(kvm: &Kvm, code: &[u8], what: &str) -> Result<Timing, BenchError> {
+    run_plain_with(kvm, code, None, what)
+}
+
+/// [`run_plain`] with a virtio-blk disk (virtio-mmio at 0xFEB0_0000, normal-VM mode, the
+/// VM's whole RAM as the device's memory).
+fn run_plain_with(
+    kvm: &Kvm,
+    code: &[u8],
+    disk: Option<&std::path::Path>,
+    what: &str,
+) -> Result<Timing, BenchError> {
     use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
     let t = Instant::now();
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM as usize)])
@@ -360,17 +372,67 @@ fn run_plain(kvm: &Kvm, code: &[u8], what: &str) -> Result<Timing, BenchError> {
     apply_entry(&entry, &mut sregs, &mut regs);
     vcpu.set_sregs(&sregs).map_err(|e| run_err(what, e))?;
     vcpu.set_regs(&regs).map_err(|e| run_err(what, e))?;
+    let mut device = match disk {
+        None => None,
+        Some(path) => {
+            let attrs =
+                std::sync::Arc::new(tdx_memory::AttributeMap::new(tdx_abi::gpa::Gpaw::Gpaw48));
+            let all = tdx_memory::GpaRange::new(tdx_abi::gpa::Gpa(0), RAM)
+                .map_err(|e| run_err(what, e))?;
+            attrs
+                .convert(all, tdx_memory::PageState::Shared)
+                .map_err(|e| run_err(what, e))?;
+            let shared = tdx_memory::SharedGuestMemory::new(attrs, mem.clone())
+                .map_err(|e| run_err(what, e))?;
+            let file = std::fs::File::open(path).map_err(|e| run_err(what, e))?;
+            let raw = tdx_devices::blk::RawFile::new(file).map_err(|e| run_err(what, e))?;
+            Some(tdx_devices::mmio::MmioTransport::new(
+                tdx_devices::blk::BlkDevice::new(raw, tdx_devices::blk::BlkConfig::default()),
+                shared,
+                tdx_devices::interrupt::NoInterrupt,
+                tdx_devices::mmio::MmioConfig {
+                    mode: tdx_devices::mmio::DeviceMode::Normal,
+                    ..tdx_devices::mmio::MmioConfig::default()
+                },
+            ))
+        }
+    };
     let mut first = None;
+    let mut status = 0u8;
     let end = loop {
         let exit = vcpu.run().map_err(|e| run_err(what, e))?;
         let now = Instant::now();
         first.get_or_insert(now);
         match exit {
-            VcpuExit::IoOut(0x501, _) | VcpuExit::Hlt => break now,
+            VcpuExit::IoOut(0x501, d) => {
+                status = d.first().copied().unwrap_or(0);
+                break now;
+            }
+            VcpuExit::Hlt => break now,
             VcpuExit::IoOut(..) => {}
+            VcpuExit::MmioRead(a, d) => match device.as_mut() {
+                Some(t) if a >= crate::plan::VIRTIO_MMIO_BASE => {
+                    t.read(a - crate::plan::VIRTIO_MMIO_BASE, d)
+                }
+                _ => d.fill(0xFF),
+            },
+            VcpuExit::MmioWrite(a, d) => {
+                if let Some(t) = device.as_mut() {
+                    if a >= crate::plan::VIRTIO_MMIO_BASE {
+                        t.write(a - crate::plan::VIRTIO_MMIO_BASE, d);
+                    }
+                }
+            }
             other => return Err(run_err(what, format!("unexpected exit {other:?}"))),
         }
     };
+    if status != 0 {
+        return Err(run_err(
+            what,
+            format!("the guest exited with status {status}"),
+        ));
+    }
+    drop(device);
     drop(vcpu);
     drop(vm);
     drop(mem);
@@ -390,6 +452,87 @@ fn best(
         best = best.min(f()?);
     }
     Ok(best)
+}
+
+/// The bench's virtio-blk guests (`guests/blk_bench.s`, assembled by build.rs; empty when
+/// binutils was missing at build time).
+const BLK_TD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/blk_bench_td.bin"));
+const BLK_VM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/blk_bench_vm.bin"));
+
+/// The virtio-blk guest image at [`CODE_GPA`]: code, the PDPT/PD that map the shared alias
+/// (0x103000/0x104000), the parameters N and S at 0x105000.
+fn blk_image(code: &[u8], n: u64, size: u64) -> Vec<u8> {
+    let mut body = vec![0u8; 6 * 4096];
+    body[..code.len()].copy_from_slice(code);
+    body[0x3000..0x3008].copy_from_slice(&(0x10_4000u64 | 7).to_le_bytes());
+    body[0x4008..0x4010].copy_from_slice(&(0x8000_0020_0000u64 | 0x87).to_le_bytes());
+    body[0x5000..0x5008].copy_from_slice(&n.to_le_bytes());
+    body[0x5008..0x5010].copy_from_slice(&size.to_le_bytes());
+    body
+}
+
+/// TD and plain-VM time for `n` reads of `size` bytes (best of `repeats`).
+fn blk_pair(
+    backend: &EmulatedBackend,
+    kvm: &Kvm,
+    n: u32,
+    size: u64,
+    repeats: u32,
+) -> Result<(Timing, Timing), BenchError> {
+    if BLK_TD.is_empty() || BLK_VM.is_empty() {
+        return Err(BenchError::Unavailable(
+            "the virtio-blk bench guests were not assembled (binutils missing at build time)"
+                .into(),
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("tdx-vmm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| run_err("virtio-blk disk", e))?;
+    let disk = dir.join("disk.img");
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&disk, data).map_err(|e| run_err("virtio-blk disk", e))?;
+    let toml = format!(
+        "memory = \"64M\"\npayload = \"bench.elf\"\n[td]\nsept_ve_disable = false\n[[disk]]\npath = {:?}\n",
+        disk.display().to_string()
+    );
+    let config = TdConfig::parse(
+        &toml,
+        std::path::Path::new("bench.toml"),
+        std::path::Path::new("/"),
+    )
+    .map_err(|e| run_err("virtio-blk td.toml", e))?;
+    let td_elf = flat_elf(&blk_image(BLK_TD, u64::from(n), size));
+    let plan = payload_plan(&config, &td_elf).map_err(|e| run_err("virtio-blk TD", e))?;
+    let td = best(repeats, || {
+        let out = vmm::launch(
+            backend,
+            &plan,
+            &LaunchOptions {
+                quiet: true,
+                ..LaunchOptions::default()
+            },
+        )
+        .map_err(|e| run_err("virtio-blk TD", e))?;
+        if out.status != ExitStatus::Exited(0) {
+            return Err(run_err(
+                "virtio-blk TD",
+                format!("the TD ended with {}", out.status),
+            ));
+        }
+        let tl = out.timeline;
+        let (Some(first), Some(end)) = (tl.first_exit, tl.ended) else {
+            return Err(run_err("virtio-blk TD", "no exit timestamps"));
+        };
+        Ok(Timing {
+            to_first_exit: first - tl.started,
+            first_exit_to_end: end - first,
+        })
+    })?;
+    let vm_image = blk_image(BLK_VM, u64::from(n), size);
+    let vm = best(repeats, || {
+        run_plain_with(kvm, &vm_image, Some(&disk), "virtio-blk VM")
+    })?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((td, vm))
 }
 
 /// Measured build per page through the backend vs SHA-384 of the same bytes.
@@ -500,6 +643,9 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     let vm_a = best(r, || {
         run_plain(&kvm, &touch_program(m, false), "VM, first touch")
     })?;
+    let blk_n = opts.exits.clamp(1, 100_000) / 4;
+    let (td_b4, vm_b4) = blk_pair(&backend, &kvm, blk_n.max(1), 4096, r)?;
+    let (td_b64, vm_b64) = blk_pair(&backend, &kvm, blk_n.max(1), 65536, r)?;
     let (mb_td, mb_floor) = measured_build(256)?;
     let (plan_td, plan_floor) = tdmr_plan(200)?;
     let rows = vec![
@@ -523,6 +669,20 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
             vm_a.first_exit_to_end,
             "plain VM first-touch fault",
             m,
+        ),
+        row(
+            "virtio-blk 4 KiB read, per request",
+            td_b4.first_exit_to_end,
+            vm_b4.first_exit_to_end,
+            "plain VM, same driver, MMIO exits",
+            blk_n.max(1) + 1,
+        ),
+        row(
+            "virtio-blk 64 KiB read, per request",
+            td_b64.first_exit_to_end,
+            vm_b64.first_exit_to_end,
+            "plain VM, same driver, MMIO exits",
+            blk_n.max(1) + 1,
         ),
         row(
             "measured build per page (ADD + 16 EXTEND)",

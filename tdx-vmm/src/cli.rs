@@ -234,7 +234,8 @@ fn launch(config_path: &Path, json: bool, out: &mut dyn std::io::Write) -> Resul
                 backend: "emulated".into(),
                 source,
             })?;
-            let quote = vmm::EmulatedQuoteProvider::random().map_err(CliError::Output)?;
+            // Quotes signed with the emulated platform's key (not Intel quotes).
+            let quote = vmm::EmulatedQuoteProvider::new(backend.module().quote_signing_key());
             let opts = LaunchOptions {
                 quiet: false,
                 stop,

@@ -72,6 +72,10 @@ impl fmt::Display for BackendKind {
     }
 }
 
+/// `payload = "builtin:td-payload"`: the example TD payload built into the VMM
+/// (`examples/td-payload`, via the `tdx-payloads` crate).
+pub const BUILTIN_PAYLOAD: &str = "builtin:td-payload";
+
 /// What the TD boots.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Boot {
@@ -460,6 +464,7 @@ impl TdConfig {
             ));
         }
         let boot = match (raw.payload, raw.firmware) {
+            (Some(p), None) if p.as_os_str() == BUILTIN_PAYLOAD => Boot::Payload(p),
             (Some(p), None) => Boot::Payload(resolve(base, p)),
             (None, Some(f)) => Boot::Firmware(resolve(base, f)),
             (Some(p), Some(f)) => {

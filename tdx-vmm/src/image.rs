@@ -387,6 +387,9 @@ pub fn build_plan(config: &TdConfig) -> Result<LaunchPlan, ImageError> {
         source: Box::new(e),
     };
     match &config.boot {
+        Boot::Payload(p) if p.as_os_str() == crate::config::BUILTIN_PAYLOAD => {
+            payload_plan(config, tdx_payloads::TD_PAYLOAD_ELF).map_err(wrap)
+        }
         Boot::Payload(p) => {
             let data = read_bounded("payload", p, MAX_PAYLOAD_FILE)?;
             payload_plan(config, &data).map_err(wrap)

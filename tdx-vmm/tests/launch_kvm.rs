@@ -90,6 +90,23 @@ const QUOTE: &[u8] = &[
     0xbd, 0x01, 0x00, 0x00, 0x00, 0x41, 0xbe, 0x01, 0x05, 0x00, 0x00, 0xe6, 0xdc, 0xf4,
 ];
 
+/// A 5-page RWX payload at 1 MiB: `code`, then (after `fill` adds its data) the PDPT at
+/// 0x103000 and the PD at 0x104000 whose 2 MiB entry maps the shared alias of GPA 0x200000
+/// (GPA 0x8000_0020_0000), for guests that reach shared memory at VA 0xffff_8000_0020_0000.
+fn alias_payload(code: &[u8], fill: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    let mut body = vec![0u8; 5 * 4096];
+    body[..code.len()].copy_from_slice(code);
+    fill(&mut body);
+    body[0x3000..0x3008].copy_from_slice(&(0x10_4000u64 | 7).to_le_bytes());
+    body[0x4008..0x4010].copy_from_slice(&(0x8000_0020_0000u64 | 0x87).to_le_bytes());
+    support::elf(
+        2,
+        0x10_0000,
+        &[(7, 0x1000, 0x10_0000, 0x5000, 0x5000)],
+        &body,
+    )
+}
+
 /// `jmp $`: runs until the host stops it.
 const SPIN: &[u8] = &[0xeb, 0xfe];
 
@@ -156,18 +173,10 @@ fn mapgpa_report_and_getquote_round_trip_through_shared_memory() {
     let Some(backend) = kvm_backend() else { return };
     let dir = tempfile::tempdir().unwrap();
     // Code, report page, REPORTDATA page, PDPT, PD.
-    let mut body = vec![0u8; 5 * 4096];
-    body[..QUOTE.len()].copy_from_slice(QUOTE);
-    body[0x2000..0x2040].fill(0x5A);
-    body[0x2040..0x2070].fill(0xA5);
-    body[0x3000..0x3008].copy_from_slice(&(0x10_4000u64 | 7).to_le_bytes());
-    body[0x4008..0x4010].copy_from_slice(&(0x8000_0020_0000u64 | 0x87).to_le_bytes());
-    let elf = support::elf(
-        2,
-        0x10_0000,
-        &[(7, 0x1000, 0x10_0000, 0x5000, 0x5000)],
-        &body,
-    );
+    let elf = alias_payload(QUOTE, |body| {
+        body[0x2000..0x2040].fill(0x5A);
+        body[0x2040..0x2070].fill(0xA5);
+    });
     std::fs::write(dir.path().join("payload.elf"), elf).unwrap();
     let toml = dir.path().join("td.toml");
     std::fs::write(&toml, "memory = \"16M\"\npayload = \"payload.elf\"\n").unwrap();
@@ -214,16 +223,7 @@ fn virtio_blk_read_through_shared_bounce_buffers() {
     };
     let dir = tempfile::tempdir().unwrap();
     // Code, then the PDPT and PD pages that map the shared alias (as in the GetQuote test).
-    let mut body = vec![0u8; 5 * 4096];
-    body[..code.len()].copy_from_slice(&code);
-    body[0x3000..0x3008].copy_from_slice(&(0x10_4000u64 | 7).to_le_bytes());
-    body[0x4008..0x4010].copy_from_slice(&(0x8000_0020_0000u64 | 0x87).to_le_bytes());
-    let elf = support::elf(
-        2,
-        0x10_0000,
-        &[(7, 0x1000, 0x10_0000, 0x5000, 0x5000)],
-        &body,
-    );
+    let elf = alias_payload(&code, |_| {});
     std::fs::write(dir.path().join("payload.elf"), elf).unwrap();
     let mut disk = b"TDX virtio-blk!\n".to_vec();
     disk.resize(64 * 1024, 0xEE);
@@ -243,6 +243,76 @@ fn virtio_blk_read_through_shared_bounce_buffers() {
         String::from_utf8_lossy(&out.console)
     );
     assert_eq!(String::from_utf8_lossy(&out.console), "TDX virtio-blk!\n");
+}
+
+/// Kills qemu-storage-daemon and removes its directory when dropped.
+struct Daemon(std::process::Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn vhost_user_blk_disk_served_by_qemu_storage_daemon() {
+    const QSD: &str = "/usr/bin/qemu-storage-daemon";
+    if !Path::new(QSD).exists() {
+        eprintln!("SKIPPED: {QSD} not found (Debian's qemu-utils); vhost-user-blk launch not run");
+        return;
+    }
+    let Some(backend) = kvm_backend() else { return };
+    let Some(code) = support::assemble("virtio_blk_vu", include_str!("guests/virtio_blk.s")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut disk = b"served by qsd!!\n".to_vec();
+    disk.resize(64 * 1024, 0x11);
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, &disk).unwrap();
+    let sock = dir.path().join("vhost.sock");
+    let child = Command::new(QSD)
+        .arg("--blockdev")
+        .arg(format!(
+            "driver=file,node-name=f,filename={}",
+            img.display()
+        ))
+        .arg("--export")
+        .arg(format!(
+            "type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path={}",
+            sock.display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn qemu-storage-daemon");
+    let _daemon = Daemon(child);
+    for _ in 0..500 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let elf = alias_payload(&code, |_| {});
+    std::fs::write(dir.path().join("payload.elf"), elf).unwrap();
+    let toml = dir.path().join("td.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "memory = \"16M\"\npayload = \"payload.elf\"\n[[vhost_user_blk]]\nsocket = {:?}\n",
+            sock.display().to_string()
+        ),
+    )
+    .unwrap();
+    let plan = tdx_vmm::image::build_plan(&TdConfig::from_file(&toml).unwrap()).unwrap();
+    let out = vmm::launch(&backend, &plan, &opts()).expect("launch");
+    assert_eq!(
+        out.status,
+        ExitStatus::Exited(0),
+        "console {:?}",
+        String::from_utf8_lossy(&out.console)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.console), "served by qsd!!\n");
 }
 
 #[test]
@@ -333,10 +403,45 @@ fn bench_json_reports_every_ratio() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 5);
+    assert_eq!(rows.len(), 7);
     for r in rows {
         assert!(r["td_us"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["floor_us"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["ratio"].as_f64().unwrap().is_finite(), "{r}");
     }
+}
+
+#[test]
+fn kvm_backend_without_tdx_refuses_with_a_reason() {
+    const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+    if !Path::new(OVMF).exists() {
+        eprintln!("SKIPPED: {OVMF} not found (Debian's ovmf); the kvm-backend refusal not run");
+        return;
+    }
+    if tdx_host::backend::kvm::KvmTdxBackend::open().is_ok() {
+        eprintln!("SKIPPED: this host runs TDs; the refusal path cannot be shown here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("td.toml");
+    std::fs::write(
+        &toml,
+        format!("backend = \"kvm\"\nmemory = \"128M\"\nfirmware = \"{OVMF}\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tdx-vmm"))
+        .arg("launch")
+        .arg(&toml)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("tdx-vmm: backend kvm: TDX unavailable"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("KVM_X86_TDX_VM (5)") || stderr.contains("cannot open"),
+        "{stderr}"
+    );
 }

@@ -470,6 +470,16 @@ impl EmulatedModule {
         Arc::clone(&self.engine.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// The emulated platform's quote-signing key: HMAC-SHA-256 of a fixed label under the
+    /// platform secret (so quotes made with it are tied to this platform, and the report MAC
+    /// key itself is never handed out). Emulator-defined; real quotes come from Intel's
+    /// quoting enclave.
+    pub fn quote_signing_key(&self) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.mac_key).expect("any key size");
+        mac.update(b"tdx-host emulated platform quote signing key");
+        mac.finalize().into_bytes().into()
+    }
+
     /// Checks the MAC of a REPORTMACSTRUCT (the first 256 bytes of a TDREPORT_STRUCT)
     /// produced by this platform's TDG.MR.REPORT: HMAC-SHA-256 keyed by the platform secret
     /// over the first [`ReportMacStruct::MAC_INPUT_LEN`] bytes.

@@ -168,7 +168,7 @@ pub enum VmmError {
         why: String,
     },
     /// A backend step failed.
-    #[error("{step}: {source}")]
+    #[error("{step}")]
     Backend {
         /// The step ("create_vm", "vCPU 1", "initial pages at 0x100000", …).
         step: String,
@@ -202,6 +202,50 @@ const PROGRESS_CHUNK: usize = 2 << 20;
 
 type BlkTransport = MmioTransport<BlkDevice<RawFile>, SharedGuestMemory, NoInterrupt>;
 
+/// A virtio-mmio device of the TD.
+enum Device {
+    /// In-process virtio-blk over a raw file.
+    Blk(Box<BlkTransport>),
+    /// vhost-user-blk: an external backend (e.g. qemu-storage-daemon).
+    VhostUser(Box<tdx_devices::vhost_user_mmio::VhostUserBlkMmio>),
+}
+
+impl Device {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        match self {
+            Device::Blk(t) => t.read(offset, data),
+            Device::VhostUser(d) => d.read(offset, data),
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        match self {
+            Device::Blk(t) => t.write(offset, data),
+            Device::VhostUser(d) => d.write(offset, data),
+        }
+    }
+}
+
+/// Guest RAM backed by memfds (vhost-user backends map it from the memory table).
+fn memfd_ram(ranges: &[(GuestAddress, usize)]) -> Result<GuestMemoryMmap, String> {
+    use std::os::fd::FromRawFd;
+    let mut with_files = Vec::new();
+    for &(gpa, len) in ranges {
+        // SAFETY: the name is a NUL-terminated literal; memfd_create returns a new descriptor
+        // (or -1), which File takes ownership of just below.
+        let fd = unsafe { libc::memfd_create(c"tdx-vmm-ram".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+        let file = unsafe { std::fs::File::from_raw_fd(fd) };
+        file.set_len(len as u64)
+            .map_err(|e| format!("memfd size {len:#x}: {e}"))?;
+        with_files.push((gpa, len, Some(vm_memory::FileOffset::new(file, 0))));
+    }
+    GuestMemoryMmap::<()>::from_ranges_with_files(&with_files).map_err(|e| e.to_string())
+}
+
 /// State the vCPU threads share.
 struct Run<'a, V> {
     vm: &'a V,
@@ -209,7 +253,7 @@ struct Run<'a, V> {
     plan: &'a LaunchPlan,
     opts: &'a LaunchOptions,
     console: Mutex<Vec<u8>>,
-    devices: Vec<Mutex<BlkTransport>>,
+    devices: Vec<Mutex<Device>>,
     status: Mutex<Option<ExitStatus>>,
     error: Mutex<Option<VmmError>>,
     report: Mutex<Option<FinalReport>>,
@@ -251,7 +295,7 @@ impl<V: TdVm> Run<'_, V> {
         self.finish(ExitStatus::Stopped);
     }
 
-    fn device(&self, gpa: u64) -> Option<(&Mutex<BlkTransport>, u64)> {
+    fn device(&self, gpa: u64) -> Option<(&Mutex<Device>, u64)> {
         let off = gpa.checked_sub(VIRTIO_MMIO_BASE)?;
         let index = off / VIRTIO_MMIO_STRIDE;
         if index >= VIRTIO_MMIO_MAX {
@@ -501,13 +545,6 @@ pub fn launch<B: TdxBackend>(
             "{ndev} devices (at most {VIRTIO_MMIO_MAX})"
         )));
     }
-    if let Some(sock) = plan.devices.vhost_user_blk.first() {
-        return Err(VmmError::Device {
-            index: plan.devices.blk.len(),
-            what: sock.display().to_string(),
-            why: "vhost-user-blk devices are not connected to the exit loop in this build".into(),
-        });
-    }
     // Guest RAM, plus the firmware volumes a TDVF places above it (their shared backing).
     let mut ranges = vec![(GuestAddress(0), plan.memory_size as usize)];
     ranges.extend(
@@ -515,9 +552,14 @@ pub fn launch<B: TdxBackend>(
             .into_iter()
             .map(|(gpa, len)| (GuestAddress(gpa), len as usize)),
     );
-    let ram = GuestMemoryMmap::<()>::from_ranges(&ranges).map_err(|e| VmmError::Memory {
+    let ram = if plan.devices.vhost_user_blk.is_empty() {
+        GuestMemoryMmap::<()>::from_ranges(&ranges).map_err(|e| e.to_string())
+    } else {
+        memfd_ram(&ranges)
+    }
+    .map_err(|why| VmmError::Memory {
         size: plan.memory_size,
-        why: e.to_string(),
+        why,
     })?;
     let attrs = Arc::new(AttributeMap::new(plan.vm.gpaw));
     let mem = SharedGuestMemory::new(attrs, ram).map_err(|e| VmmError::Memory {
@@ -598,12 +640,24 @@ pub fn launch<B: TdxBackend>(
             read_only: disk.read_only,
             ..BlkConfig::default()
         };
-        devices.push(Mutex::new(MmioTransport::new(
+        devices.push(Mutex::new(Device::Blk(Box::new(MmioTransport::new(
             BlkDevice::new(backend, cfg),
             mem.clone(),
             NoInterrupt,
             MmioConfig::default(),
-        )));
+        )))));
+    }
+    for (i, sock) in plan.devices.vhost_user_blk.iter().enumerate() {
+        if !sock.exists() {
+            return Err(VmmError::Device {
+                index: plan.devices.blk.len() + i,
+                what: sock.display().to_string(),
+                why: "no vhost-user socket at this path".into(),
+            });
+        }
+        devices.push(Mutex::new(Device::VhostUser(Box::new(
+            tdx_devices::vhost_user_mmio::VhostUserBlkMmio::new(sock.clone(), mem.clone()),
+        ))));
     }
 
     let kickers = vcpus.iter().map(|v| v.kicker()).collect();

@@ -12,7 +12,7 @@
 //! | [`TdVm::create_vcpu`] | `KVM_CREATE_VCPU`, `KVM_TDX_INIT_VCPU` (initial RCX) |
 //! | [`TdVm::add_initial_pages`] | `KVM_TDX_INIT_MEM_REGION` (MEASURE flag), re-issued on EINTR/EAGAIN |
 //! | [`TdVm::finalize`] | `KVM_TDX_FINALIZE_VM` (KVM gives no MRTD: returns `None`) |
-//! | [`TdVm::convert`] | `KVM_SET_MEMORY_ATTRIBUTES` + the attribute map |
+//! | [`TdVm::convert`] | `KVM_SET_MEMORY_ATTRIBUTES` + the attribute map; to shared also punches the range out of the guest_memfd |
 //! | [`TdVcpu::run`] | `KVM_RUN`: IO, MMIO, `KVM_EXIT_HYPERCALL(MAP_GPA_RANGE)` → MapGPA, `KVM_EXIT_MEMORY_FAULT` → implicit conversion, `KVM_EXIT_TDX` → GetQuote / SetupEventNotifyInterrupt (GetTdVmCallInfo answered here), `KVM_EXIT_SYSTEM_EVENT` → ReportFatalError / shutdown |
 //!
 //! **Measurement order.** KVM's INIT_MEM_REGION with the MEASURE flag issues, per 4 KiB page,
@@ -248,7 +248,7 @@ fn words(b: &[u8; 48]) -> [u64; 6] {
     w
 }
 
-/// The `kvm_tdx_init_vm` block for `config` (CPUID 0x80000008.EAX[23:16] set from the GPA
+/// The `kvm_tdx_init_vm` block for `config` (CPUID 0x80000008 EAX bits 23:16 set from the GPA
 /// width, which is how KVM selects GPAW).
 pub fn init_vm_block(config: &TdVmConfig) -> Box<KvmTdxInitVm> {
     // SAFETY: KvmTdxInitVm is plain integers and arrays of them: all-zero is valid.
@@ -340,7 +340,8 @@ impl TdxBackend for KvmTdxBackend {
 #[derive(Debug, Default)]
 struct VmState {
     memory: Option<SharedGuestMemory>,
-    gmem: Vec<OwnedFd>,
+    /// guest_memfd per RAM region: (region GPA, size, fd).
+    gmem: Vec<(u64, u64, OwnedFd)>,
     vcpu0: Option<Arc<Mutex<OwnedFd>>>,
     finalized: bool,
 }
@@ -476,7 +477,7 @@ impl TdVm for KvmTdxVm {
             unsafe { self.vm.set_user_memory_region2(r) }
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION2"))?;
             self.set_attributes(gpa, size, PageState::Private)?;
-            st.gmem.push(fd);
+            st.gmem.push((gpa, size, fd));
         }
         st.memory = Some(memory.clone());
         Ok(())
@@ -591,6 +592,34 @@ impl TdVm for KvmTdxVm {
             why: "no memory set".into(),
         })?;
         self.set_attributes(range.start().raw(), range.len(), to)?;
+        if to == PageState::Shared {
+            // Free the private pages (QEMU does the same): punch the range out of each
+            // guest_memfd it overlaps.
+            let st = self.st();
+            for (base, size, fd) in &st.gmem {
+                let start = range.start().raw().max(*base);
+                let end = (range.start().raw() + range.len()).min(base + size);
+                if start >= end {
+                    continue;
+                }
+                // SAFETY: fallocate on a descriptor we own, within its size; no memory is
+                // touched by the call.
+                let r = unsafe {
+                    libc::fallocate(
+                        fd.as_raw_fd(),
+                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                        (start - base) as libc::off_t,
+                        (end - start) as libc::off_t,
+                    )
+                };
+                if r != 0 {
+                    return Err(BackendError::Kvm {
+                        op: "fallocate(PUNCH_HOLE) on guest_memfd",
+                        source: std::io::Error::last_os_error(),
+                    });
+                }
+            }
+        }
         mem.attributes()
             .convert(range, to)
             .map(|_| ())

@@ -36,7 +36,7 @@ pub const KVM_EXIT_TDX: u32 = 40;
 pub const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 /// `KVM_SYSTEM_EVENT_RESET`.
 pub const KVM_SYSTEM_EVENT_RESET: u32 = 2;
-/// `KVM_SYSTEM_EVENT_TDX_FATAL`: TDG.VP.VMCALL<ReportFatalError>; data = the guest GPRs.
+/// `KVM_SYSTEM_EVENT_TDX_FATAL`: `TDG.VP.VMCALL<ReportFatalError>`; data = the guest GPRs.
 pub const KVM_SYSTEM_EVENT_TDX_FATAL: u32 = 7;
 /// `KVM_MEMORY_ENCRYPT_OP` = `_IOWR(0xAE, 0xBA, unsigned long)`.
 pub const KVM_MEMORY_ENCRYPT_OP: u64 = 0xC008_AEBA;
